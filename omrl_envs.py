@@ -1,0 +1,442 @@
+"""Offline meta-RL environments: the seven task families, their task lists, and the dataset format.
+
+This is the one module that `select.py`, `collect_sac.py` and every script in `baselines/` share.
+Task definitions follow the CSRO benchmark (Gao et al., NeurIPS 2023; official code MoreanP/CSRO),
+rebuilt on gymnasium 1.x and the official `mujoco` bindings (v5 models). The protocol is written
+out in `../shared/spec/benchmark.md`; the README lists where v5 differs from the reference simulators.
+
+    env = make_env("cheetah-vel")          # TimeLimit at the family's horizon, actions in [-1, 1]
+    env.unwrapped.set_task(TEST_TASKS[0])  # switch task in place: no rebuild
+    obs, info = env.reset(seed=0)
+
+Nothing here touches the global NumPy RNG: task lists come from `linspace` or a dedicated
+`np.random.default_rng(seed)`, and episodes are seeded through `reset(seed=...)`.
+Point-Robot is pure NumPy; MuJoCo is imported only when a MuJoCo family is built.
+"""
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+NUM_TASKS = 40
+TEST_TASKS = tuple(int(i) for i in np.arange(0, NUM_TASKS, 4) + 2)  # 2, 6, ..., 38 ("interleaved")
+TRAIN_TASKS = tuple(i for i in range(NUM_TASKS) if i not in TEST_TASKS)
+RAND_PARAMS_SEED = 1234
+RAND_PARAMS_FIELDS = {"body_mass": 1.5, "body_inertia": 1.5, "dof_damping": 1.3, "geom_friction": 1.5}
+
+
+class EnvIdError(ValueError):
+    """An env id that is not one of the seven families."""
+
+
+class DatasetError(ValueError):
+    """A dataset file that is missing, corrupt or inconsistent: the message names the file and the problem."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Point-Robot: pure NumPy
+# ------------------------------------------------------------------------------------------------
+class PointRobotEnv(gym.Env):
+    """2-D point that moves by its action; reward -||s' - g||_2 with the goal g hidden from the agent."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+        self.action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+        self.tasks = task_list("point-robot")
+        self.set_task(0)
+        self._state = np.zeros(2)
+
+    def set_task(self, index: int):
+        self.task_index = int(index)
+        self.goal = np.asarray(self.tasks[self.task_index]["goal"], dtype=np.float64)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._state = np.zeros(2)
+        return self._state.copy(), {}
+
+    def step(self, action):
+        self._state = self._state + np.asarray(action, dtype=np.float64)
+        distance = float(np.linalg.norm(self._state - self.goal))
+        return self._state.copy(), -distance, False, False, {"distance": distance}
+
+
+# ------------------------------------------------------------------------------------------------
+# MuJoCo families: thin subclasses of gymnasium's v5 environments. Imported lazily so that
+# Point-Robot works without MuJoCo installed.
+# ------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _mujoco_classes():
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+    from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+    from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
+    from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
+
+    class TaskMixin:
+        env_id: str
+
+        def set_task(self, index: int):
+            self.task_index = int(index)
+            self.task = self.tasks[self.task_index]
+
+    class CheetahVelEnv(TaskMixin, HalfCheetahEnv):
+        env_id = "cheetah-vel"
+
+        def __init__(self):
+            super().__init__(ctrl_cost_weight=0.05)
+            self.tasks = task_list(self.env_id)
+            self.set_task(0)
+
+        def step(self, action):
+            obs, _, terminated, truncated, info = super().step(action)
+            reward = -abs(info["x_velocity"] - self.task["velocity"]) + info["reward_ctrl"]
+            return obs, reward, terminated, truncated, info
+
+    class AntGoalEnv(TaskMixin, AntEnv):
+        env_id = "ant-goal"
+
+        def __init__(self):
+            super().__init__(
+                exclude_current_positions_from_observation=False,
+                include_cfrc_ext_in_observation=False,
+                terminate_when_unhealthy=False,
+            )
+            self.tasks = task_list(self.env_id)
+            self.set_task(0)
+
+        def step(self, action):
+            obs, _, terminated, truncated, info = super().step(action)
+            xy = np.array([info["x_position"], info["y_position"]])
+            goal_cost = np.abs(xy - np.asarray(self.task["goal"])).sum()
+            ctrl_cost = 0.1 * float(np.square(action).sum())
+            reward = -goal_cost - ctrl_cost + info["reward_contact"]
+            return obs, reward, terminated, truncated, info
+
+    class DirectionMixin(TaskMixin):
+        """Reward for velocity along the task's direction, plus v5's control, contact and survive terms."""
+
+        forward_weight: float
+
+        def step(self, action):
+            obs, _, terminated, truncated, info = super().step(action)
+            angle = self.task["direction"]
+            velocity = math.cos(angle) * info["x_velocity"] + math.sin(angle) * info["y_velocity"]
+            reward = (
+                self.forward_weight * velocity + info["reward_ctrl"] + info["reward_contact"] + info["reward_survive"]
+            )
+            return obs, reward, terminated, truncated, info
+
+    class AntDirEnv(DirectionMixin, AntEnv):
+        env_id = "ant-dir"
+        forward_weight = 1.0
+
+        def __init__(self):
+            super().__init__(include_cfrc_ext_in_observation=False)
+            self.tasks = task_list(self.env_id)
+            self.set_task(0)
+
+    class HumanoidDirEnv(DirectionMixin, HumanoidEnv):
+        env_id = "humanoid-dir"
+        forward_weight = 1.25  # x/y velocities are those of the mass centre, as the reference
+
+        def __init__(self):
+            super().__init__()
+            self.tasks = task_list(self.env_id)
+            self.set_task(0)
+
+    class RandParamsMixin(TaskMixin):
+        """Physics parameters written in place into the MjModel; never compounded (each task is a full set)."""
+
+        def _init_rand_params(self):
+            self.model.opt.timestep = 0.004  # dt 0.016, as rand_param_envs' XML
+            self.default_params = {f: getattr(self.model, f).copy() for f in RAND_PARAMS_FIELDS}
+            self.tasks = task_list(self.env_id)
+            self.set_task(0)
+
+        def set_task(self, index: int):
+            super().set_task(index)
+            for field in RAND_PARAMS_FIELDS:
+                getattr(self.model, field)[:] = self.task[field]
+
+    class HopperRandParamsEnv(RandParamsMixin, HopperEnv):
+        env_id = "hopper-rand-params"
+
+        def __init__(self):
+            super().__init__()
+            self._init_rand_params()
+
+    class WalkerRandParamsEnv(RandParamsMixin, Walker2dEnv):
+        env_id = "walker-rand-params"
+
+        def __init__(self):
+            super().__init__(xml_file="walker2d.xml")  # feet friction 0.9 / 1.9, as the reference
+            self._init_rand_params()
+
+    return {
+        cls.env_id: cls
+        for cls in (CheetahVelEnv, AntGoalEnv, AntDirEnv, HumanoidDirEnv, HopperRandParamsEnv, WalkerRandParamsEnv)
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The registry
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    env_id: str
+    obs_dim: int
+    act_dim: int
+    horizon: int
+    task_key: str  # what varies between tasks
+    next_obs_in_context: bool  # reference: (s, a, r, s') context for the rand-params families
+
+
+FAMILIES = {
+    f.env_id: f
+    for f in (
+        Family("point-robot", 2, 2, 20, "goal", False),
+        Family("cheetah-vel", 17, 6, 200, "velocity", False),
+        Family("ant-goal", 29, 8, 200, "goal", False),
+        Family("ant-dir", 27, 8, 200, "direction", False),
+        Family("humanoid-dir", 348, 17, 200, "direction", False),
+        Family("hopper-rand-params", 11, 3, 200, "params", True),
+        Family("walker-rand-params", 17, 6, 200, "params", True),
+    )
+}
+ENV_IDS = tuple(FAMILIES)
+
+
+def get_family(env_id: str) -> Family:
+    if env_id not in FAMILIES:
+        raise EnvIdError(f"unknown env id {env_id!r}: choose one of {', '.join(ENV_IDS)}")
+    return FAMILIES[env_id]
+
+
+def _angles(stop: float, num: int, drop_last: bool) -> np.ndarray:
+    return np.linspace(0.0, stop, num + int(drop_last))[: num if drop_last else None]
+
+
+@lru_cache(maxsize=None)
+def _task_list(env_id: str) -> tuple:
+    get_family(env_id)
+    if env_id == "point-robot":
+        angles = np.linspace(0.0, np.pi, NUM_TASKS)
+        return tuple({"goal": [math.cos(t), math.sin(t)]} for t in angles)
+    if env_id == "cheetah-vel":
+        return tuple({"velocity": float(v)} for v in np.linspace(1.0, 3.0, NUM_TASKS))
+    if env_id == "ant-goal":
+        angles = _angles(2 * np.pi, NUM_TASKS, drop_last=True)
+        return tuple({"goal": [2 * math.cos(t), 2 * math.sin(t)]} for t in angles)
+    if env_id in ("ant-dir", "humanoid-dir"):
+        return tuple({"direction": float(t)} for t in _angles(2 * np.pi, NUM_TASKS, drop_last=True))
+    # Random physics (rand_param_envs): per-element factors base ** U(-3, 3) on the default model values.
+    defaults = _default_model_params(env_id)
+    rng = np.random.default_rng(RAND_PARAMS_SEED)
+    tasks = []
+    for _ in range(NUM_TASKS):
+        task = {}
+        for field, base in RAND_PARAMS_FIELDS.items():
+            task[field] = defaults[field] * base ** rng.uniform(-3.0, 3.0, size=defaults[field].shape)
+        tasks.append(task)
+    return tuple(tasks)
+
+
+def task_list(env_id: str) -> tuple:
+    """The family's fixed 40 tasks, a pure function of its name (cached; treat as read-only)."""
+    return _task_list(env_id)
+
+
+@lru_cache(maxsize=None)
+def _default_model_params(env_id: str) -> dict:
+    from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+    from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
+
+    env = HopperEnv() if env_id == "hopper-rand-params" else Walker2dEnv(xml_file="walker2d.xml")
+    params = {field: getattr(env.unwrapped.model, field).copy() for field in RAND_PARAMS_FIELDS}
+    env.close()
+    return params
+
+
+class NormalizedAction(gym.ActionWrapper):
+    """The reference's NormalizedBoxEnv: clip the policy's action to [-1, 1], map it affinely to the env's bounds."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._low, self._high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, env.action_space.shape, np.float32)
+
+    def action(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        return self._low + (action + 1.0) * 0.5 * (self._high - self._low)
+
+
+def make_env(env_id: str, task_index: int = 0) -> gym.Env:
+    """The family's env set to one task: TimeLimit at the horizon, actions in [-1, 1] mapped to its bounds."""
+    family = get_family(env_id)
+    env = PointRobotEnv() if env_id == "point-robot" else _mujoco_classes()[env_id]()
+    env.set_task(task_index)
+    if np.any(env.action_space.low != -1.0) or np.any(env.action_space.high != 1.0):
+        env = NormalizedAction(env)
+    return gym.wrappers.TimeLimit(env, max_episode_steps=family.horizon)
+
+
+def task_description(env_id: str, task_index: int) -> dict:
+    """JSON-ready description of one task (for manifests and logs)."""
+    task = task_list(env_id)[task_index]
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in task.items()}
+
+
+def oracle_point_robot_return(task_index: int) -> float:
+    """Return of the greedy per-axis-clipped walk to the known goal (optimal for Point-Robot)."""
+    goal = np.asarray(task_list("point-robot")[task_index]["goal"])
+    state, total = np.zeros(2), 0.0
+    for _ in range(FAMILIES["point-robot"].horizon):
+        state = state + np.clip(goal - state, -0.1, 0.1)
+        total -= float(np.linalg.norm(state - goal))
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+# Dataset format: <data_dir>/<env_id>/task_XX.npz (one per task) + manifest.json
+# ------------------------------------------------------------------------------------------------
+FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
+ID_KEYS = ("checkpoint", "episode")
+MANIFEST = "manifest.json"
+
+
+def task_file(dataset_dir: Path, task_index: int) -> Path:
+    return Path(dataset_dir) / f"task_{task_index:02d}.npz"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def validate_task_data(env_id: str, data: dict, where: str = "task data") -> None:
+    """Raise DatasetError if `data` is not one task's transitions in the dataset format."""
+    family = get_family(env_id)
+    for key in FLOAT_KEYS + ID_KEYS:
+        if key not in data:
+            raise DatasetError(f"{where}: missing array {key!r}")
+    n = len(data["rewards"])
+    expected = {
+        "observations": (n, family.obs_dim),
+        "next_observations": (n, family.obs_dim),
+        "actions": (n, family.act_dim),
+        "rewards": (n,),
+        "terminations": (n,),
+        "truncations": (n,),
+        "checkpoint": (n,),
+        "episode": (n,),
+    }
+    if n == 0:
+        raise DatasetError(f"{where}: no transitions")
+    for key, shape in expected.items():
+        array = data[key]
+        if array.shape != shape:
+            raise DatasetError(f"{where}: {key} has shape {array.shape}, expected {shape}")
+        if key in FLOAT_KEYS and array.dtype != np.float32:
+            raise DatasetError(f"{where}: {key} has dtype {array.dtype}, expected float32")
+        if key in ID_KEYS and array.dtype != np.int64:
+            raise DatasetError(f"{where}: {key} has dtype {array.dtype}, expected int64")
+        if key in FLOAT_KEYS and not np.isfinite(array).all():
+            raise DatasetError(f"{where}: {key} contains NaN or Inf")
+    if np.abs(data["actions"]).max() > 1.0:
+        raise DatasetError(f"{where}: actions outside [-1, 1] (max |a| = {np.abs(data['actions']).max():.3g})")
+    for key in ("terminations", "truncations"):
+        if not np.isin(data[key], (0.0, 1.0)).all():
+            raise DatasetError(f"{where}: {key} must hold only 0 and 1")
+
+
+def write_task_data(dataset_dir: Path, env_id: str, task_index: int, data: dict) -> Path:
+    """Validate and write one task's transitions atomically (a crash never leaves a half-written file)."""
+    path = task_file(dataset_dir, task_index)
+    data = {k: np.asarray(data[k]) for k in FLOAT_KEYS + ID_KEYS if k in data}
+    validate_task_data(env_id, data, str(path))
+    _atomic_write(path, lambda f: np.savez(f, **data))
+    return path
+
+
+def make_manifest(env_id: str, **extra) -> dict:
+    return {
+        "env_id": env_id,
+        "num_tasks": NUM_TASKS,
+        "train_tasks": list(TRAIN_TASKS),
+        "test_tasks": list(TEST_TASKS),
+        "tasks": [task_description(env_id, i) for i in range(NUM_TASKS)],
+        **extra,
+    }
+
+
+def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
+    path = Path(dataset_dir) / MANIFEST
+    atomic_write_json(path, manifest)
+    return path
+
+
+def read_manifest(dataset_dir: Path, env_id: str) -> dict:
+    path = Path(dataset_dir) / MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"{path}: no dataset manifest; build the dataset with: python collect_sac.py --env-id {env_id}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: corrupt manifest ({e.__class__.__name__}: {e})") from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: corrupt manifest (not a JSON object)")
+    if manifest.get("env_id") != env_id:
+        raise DatasetError(f"{path}: manifest is for env {manifest.get('env_id')!r}, not {env_id!r}")
+    if manifest.get("train_tasks") != list(TRAIN_TASKS) or manifest.get("test_tasks") != list(TEST_TASKS):
+        raise DatasetError(f"{path}: train/test split differs from the registry's")
+    tasks = manifest.get("tasks")
+    if not isinstance(tasks, list) or len(tasks) != NUM_TASKS:
+        raise DatasetError(f"{path}: manifest must list {NUM_TASKS} tasks")
+    for i, task in enumerate(tasks):
+        expected = task_description(env_id, i)
+        if set(task) != set(expected) or not all(np.allclose(task[k], expected[k]) for k in expected):
+            raise DatasetError(f"{path}: task {i} differs from the registry's task list")
+    return manifest
+
+
+def read_task_data(dataset_dir: Path, env_id: str, task_index: int) -> dict:
+    path = task_file(dataset_dir, task_index)
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing task file; rebuild with: python collect_sac.py --env-id {env_id}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as e:  # zip/npy parse errors come in many types
+        raise DatasetError(f"{path}: corrupt file ({e.__class__.__name__}: {e})") from None
+    validate_task_data(env_id, data, str(path))
+    return data
+
+
+def load_dataset(dataset_dir: Path, env_id: str, task_indices=range(NUM_TASKS)) -> tuple[dict, dict]:
+    """Read and validate a dataset: (manifest, {task index: arrays})."""
+    manifest = read_manifest(dataset_dir, env_id)
+    return manifest, {i: read_task_data(dataset_dir, env_id, i) for i in task_indices}
