@@ -50,7 +50,7 @@ class PointRobotEnv(gym.Env):
 
     def __init__(self):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
-        self.action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float64)
         self.tasks = task_list("point-robot")
         self.set_task(0)
         self._state = np.zeros(2)
@@ -118,7 +118,7 @@ def _mujoco_classes():
             obs, _, terminated, truncated, info = super().step(action)
             xy = np.array([info["x_position"], info["y_position"]])
             goal_cost = np.abs(xy - np.asarray(self.task["goal"])).sum()
-            ctrl_cost = 0.1 * float(np.square(action).sum())
+            ctrl_cost = 0.1 * float(np.square(np.asarray(action, dtype=np.float64)).sum())
             reward = -goal_cost - ctrl_cost + info["reward_contact"]
             return obs, reward, terminated, truncated, info
 
@@ -402,7 +402,9 @@ def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
 def read_manifest(dataset_dir: Path, env_id: str) -> dict:
     path = Path(dataset_dir) / MANIFEST
     if not path.is_file():
-        raise DatasetError(f"{path}: no dataset manifest; build the dataset with: python collect_sac.py --env-id {env_id}")
+        raise DatasetError(
+            f"{path}: no dataset manifest; build the dataset with: python collect_sac.py --env-id {env_id}"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
