@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import gymnasium as gym
@@ -74,7 +74,7 @@ class PointRobotEnv(gym.Env):
 # MuJoCo families: thin subclasses of gymnasium's v5 environments. Imported lazily so that
 # Point-Robot works without MuJoCo installed.
 # ------------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _mujoco_classes():
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
@@ -226,7 +226,7 @@ def _angles(stop: float, num: int, drop_last: bool) -> np.ndarray:
     return np.linspace(0.0, stop, num + int(drop_last))[: num if drop_last else None]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _task_list(env_id: str) -> tuple:
     get_family(env_id)
     if env_id == "point-robot":
@@ -256,7 +256,7 @@ def task_list(env_id: str) -> tuple:
     return _task_list(env_id)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _default_model_params(env_id: str) -> dict:
     from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
     from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
