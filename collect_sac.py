@@ -9,9 +9,9 @@
 # only its own task's data, and since Adam is elementwise and the loss is a sum of per-task losses, every task's
 # update is exactly the single-task one. Code layout follows CleanRL's `sac_continuous_action.py`.
 #
-#   python collect_sac.py --env-id point-robot                   # the Point-Robot dataset: ~1 min on a laptop CPU
-#   python collect_sac.py --env-id cheetah-vel --preset cpu      # a smaller-scale MuJoCo dataset on CPU
-#   python collect_sac.py --env-id cheetah-vel --preset reference --cuda   # CSRO's scale, on a GPU machine
+#   python collect_sac.py --env-id point-robot                      # the Point-Robot dataset: under a minute on CPU
+#   python collect_sac.py --env-id cheetah-vel                      # the "cpu" preset: about half an hour on 2 cores
+#   python collect_sac.py --env-id cheetah-vel --preset reference   # CSRO's scale, for a GPU machine
 #
 # Killing the process and running the same command again continues from the last completed checkpoint interval.
 import copy
@@ -526,6 +526,10 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     if device.type == "cuda":  # TF32 matmuls: several times FP32's throughput for the reference's 2x1024 networks
         torch.set_float32_matmul_precision("high")
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # The CPU presets' updates are small: on a 2-core machine a second thread saved at best 20 % of the
+        # point-robot run (27 s vs 33 s), but while another job used a core it took 65 s, once 596 s (spinning).
+        torch.set_num_threads(1)
     settings = {"env_id": args.env_id, "preset": args.preset, "seed": args.seed, "device": device.type}
     settings |= dataclasses.asdict(cfg) | {"gamma": GAMMA, "tau": TAU, "init_temperature": INIT_TEMPERATURE}
     settings |= {"target_update_every": TARGET_UPDATE_EVERY, "log_std_bounds": [LOG_STD_MIN, LOG_STD_MAX]}
