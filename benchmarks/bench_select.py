@@ -67,15 +67,17 @@ def run_config(name: str, data_dir: Path, runs_dir: Path, steps: int, log_every:
         "--log-every", str(log_every), "--protocols", "offline", "--eval-runs", "1", *CONFIGS[name],
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name}: select.py failed:\n{proc.stderr[-2000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kb < before:  # ru_maxrss of children is the max over all of them: each config runs in its own process
-        peak_kb = before
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # this worker's only child: select.py
     rates = [float(m) for m in re.findall(r"step \d+: ([\d.]+) steps/s", proc.stdout)]
-    return {"config": name, "steps_per_s": statistics.median(rates[1:]), "intervals": rates, "peak_rss_gb": peak_kb / 2**20}
+    return {
+        "config": name,
+        "steps_per_s": statistics.median(rates[1:]),
+        "intervals": rates,
+        "peak_rss_gb": peak_kb / 2**20,
+    }
 
 
 def main():
@@ -106,9 +108,10 @@ def main():
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr[-2000:])
             result = json.loads(proc.stdout.strip().splitlines()[-1])
+            intervals = len(result["intervals"]) - 1
             print(
-                f"{name:7s} {result['steps_per_s']:7.2f} steps/s (median of {len(result['intervals']) - 1} intervals of "
-                f"{log_every} steps), peak RSS {result['peak_rss_gb']:.2f} GB, wall {time.time() - start:.0f} s, "
+                f"{name:7s} {result['steps_per_s']:7.2f} steps/s (median of {intervals} x {log_every} steps), "
+                f"peak RSS {result['peak_rss_gb']:.2f} GB, wall {time.time() - start:.0f} s, "
                 f"load average {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
