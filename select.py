@@ -99,8 +99,6 @@ class Args:
     """weight of the CLUB upper bound on the encoder, 0 disables it (None: table)"""
     club_model_weight: float = 10.0
     """weight of the Gaussian NLL that fits the CLUB net q_psi(z | s, a)"""
-    club_negatives: str = "task"
-    """CLUB's negative pairs: 'task' (the same task's transitions, CSRO's code) or 'meta-batch' (all tasks')"""
     # Algorithm: weighted policy constraints (algorithms.md §2)
     rl_hidden: tuple[int, ...] | None = None
     """hidden widths of the actor, the twin critics and the value net (None: table)"""
@@ -196,10 +194,6 @@ def resolve_args(args: Args) -> Args:
     check(
         args.bc_weighting in ("advantage", "none"),
         f"--bc-weighting must be advantage or none, got {args.bc_weighting!r}",
-    )
-    check(
-        args.club_negatives in ("task", "meta-batch"),
-        f"--club-negatives must be task or meta-batch, got {args.club_negatives!r}",
     )
     return args
 
@@ -393,20 +387,18 @@ def focal_distance_metric_loss(z: torch.Tensor, task_ids: torch.Tensor) -> torch
     return attract + repel
 
 
-def club_upper_bound(z: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, negatives: str = "task") -> torch.Tensor:
-    """CLUB upper bound of I(z; (s, a)) (CSRO's form, no 1/2, log var cancels), in O(b), with z, mean, var (T, b, L):
-    mean_{t,k,(t',l)} (z_t'l - mu_tk)^2 / var_tk - mean_{t,k,d} (z_tk - mu_tk)^2 / var_tk, where the negatives
-    (t', l) are the transitions of the same task t (negatives="task", CSRO's code) or of the whole meta-batch
-    (negatives="meta-batch": CLUB's marginal p(z) over all tasks). The double mean factorises per dimension:
+def club_upper_bound(z: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """CLUB upper bound of I(z; (s, a)) per task (CSRO's form, no 1/2, log var cancels), in O(b):
+    mean_{t,k,l,d} (z_tl - mu_tk)^2 / var_tk - mean_{t,k,d} (z_tk - mu_tk)^2 / var_tk, with z, mean, var (T, b, L);
+    l runs over the same task's transitions, as CSRO's code. The double mean over (k, l) factorises per dimension:
     mean_l (z_l - mu)^2 = mean(z^2) - 2 mu mean(z) + mu^2."""
-    over = (1,) if negatives == "task" else (0, 1)
-    z_mean, z_sq_mean = z.mean(over, keepdim=True), z.pow(2).mean(over, keepdim=True)
+    z_mean, z_sq_mean = z.mean(1, keepdim=True), z.pow(2).mean(1, keepdim=True)
     all_pairs = ((z_sq_mean - 2 * mean * z_mean + mean.pow(2)) / var).mean()
     matched_pairs = ((z - mean).pow(2) / var).mean()
     return all_pairs - matched_pairs
 
 
-def encoder_losses(context_encoder, club_net, context, obs_act, task_ids, club_negatives: str):
+def encoder_losses(context_encoder, club_net, context, obs_act, task_ids):
     """Task inference (algorithms.md §1): the task embeddings z (T, L) and the three encoder-side losses."""
     embeddings = context_encoder(context)  # (T, context_size, L), per transition
     z = embeddings.mean(1)
@@ -414,7 +406,7 @@ def encoder_losses(context_encoder, club_net, context, obs_act, task_ids, club_n
     # q_psi's Gaussian NLL sees detached embeddings; the CLUB bound sees detached q_psi outputs. (CSRO evaluates
     # q_psi again after its optimiser step for the bound; reusing this forward saves a pass, one Adam step apart.)
     club_model_loss = ((embeddings.detach() - mean).pow(2) / (2 * var) + 0.5 * var.log()).mean()
-    club_loss = club_upper_bound(embeddings, mean.detach(), var.detach(), club_negatives)
+    club_loss = club_upper_bound(embeddings, mean.detach(), var.detach())
     focal_loss = focal_distance_metric_loss(z, task_ids)
     return z, focal_loss, club_loss, club_model_loss
 
@@ -790,9 +782,8 @@ if __name__ == "__main__":
         ]
         context_rows = sample_rows(data, task_ids, args.context_size, generator)
         z, focal_loss, club_loss, club_model_loss = encoder_losses(
-            context_encoder, club_net, context_rows[..., : data.context_dim], context_rows[..., obs_act], task_ids,
-            args.club_negatives,
-        )  # fmt: skip
+            context_encoder, club_net, context_rows[..., : data.context_dim], context_rows[..., obs_act], task_ids
+        )
         encoder_loss = args.focal_weight * focal_loss + args.club_weight * club_loss
         optimizers["context_encoder"].zero_grad(set_to_none=True)
         optimizers["club_net"].zero_grad(set_to_none=True)

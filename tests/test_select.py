@@ -143,18 +143,6 @@ def test_club_upper_bound_in_linear_time_equals_pairwise_form():
         torch.testing.assert_close(grad_fast, grad_direct, rtol=1e-10, atol=1e-12)
 
 
-def test_club_with_meta_batch_negatives_equals_pairwise_form_over_all_tasks():
-    gen = torch.Generator().manual_seed(1)
-    t, b, latent = 4, 9, 3
-    z = torch.tanh(torch.randn(t, b, latent, generator=gen, dtype=torch.float64))
-    mean = torch.tanh(torch.randn(t, b, latent, generator=gen, dtype=torch.float64))
-    var = torch.nn.functional.softplus(torch.randn(t, b, latent, generator=gen, dtype=torch.float64))
-    flat = [x.reshape(1, t * b, latent) for x in (z, mean, var)]  # one "task" holding every transition
-    fast = sel.club_upper_bound(z, mean, var, negatives="meta-batch")
-    torch.testing.assert_close(fast, club_pairwise(*flat), rtol=1e-12, atol=1e-12)
-    assert not torch.isclose(fast, sel.club_upper_bound(z, mean, var, negatives="task"))
-
-
 def test_focal_loss_hand_computed():
     z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
     # pairs (0,1): D = 1; (0,2): D = 2; (1,2): D = 1; distinct tasks: mean of 1 / (D + 0.1) over 3 pairs
@@ -471,7 +459,6 @@ def test_corrupt_dataset(tiny_data, tmp_path):
         (["--protocols", "offline", "online-magic"], "unknown protocol 'online-magic'"),
         (["--bc-weighting", "half"], "--bc-weighting"),
         (["--q-normalization", "both"], "--q-normalization"),
-        (["--club-negatives", "all"], "--club-negatives"),
         (["--gamma", "1.0"], "--gamma"),
         (["--rl-hidden", "0"], "--rl-hidden"),
     ],
