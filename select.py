@@ -227,7 +227,7 @@ def ensure_dataset(env_id: str, data_dir: str) -> Path:
         raise SystemExit(
             f"error: no dataset at {dataset_dir} and no {collector.name} to build it; build it with: {command}"
         )
-    print(f"no dataset at {dataset_dir}: building it (about 5 minutes on 2 cores) with: {command}", flush=True)
+    print(f"no dataset at {dataset_dir}: building it (about 2 minutes on a CPU) with: {command}", flush=True)
     completed = subprocess.run([sys.executable, str(collector), "--env-id", env_id, "--data-dir", data_dir])
     if completed.returncode != 0:
         raise SystemExit(f"error: building the dataset failed (exit {completed.returncode}); run: {command}")
@@ -412,7 +412,7 @@ def encoder_losses(context_encoder, club_net, context, obs_act, task_ids):
 
 
 def critic_value_losses(critic, critic_target, actor_target, value_net, batch, z, smoothing_noise, gamma: float):
-    """Twin-critic TD loss (TD3) and V regressed onto the same target y (wPC); batch rows (N, row width)."""
+    """Twin-critic TD loss (TD3) and V regressed onto the same target y (wPC); batch = (s, a, r, s', d), N rows."""
     obs, action, reward, next_obs, termination = batch
     with torch.no_grad():
         next_action = (actor_target(next_obs, z) + smoothing_noise).clamp(-1.0, 1.0)

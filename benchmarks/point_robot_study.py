@@ -1,0 +1,113 @@
+"""The Point-Robot study behind the README's tables: runs (seeds x configurations), re-evaluations, and the tables.
+
+Every run is a real `python <script> --env-id point-robot --seed S ...` in a subprocess, writing its run record to
+<runs-dir>/<config>__s<seed>/; a run whose final_eval.json exists is skipped, so the command resumes after an
+interruption. The sigma_test sweep re-evaluates the default runs' checkpoints (`--eval-checkpoint`, online-proximal
+only). Tables are mean +- standard deviation over seeds of the final-episode return (and the context-shift ratio) on
+the test tasks, read from the runs' JSON files.
+
+    python benchmarks/point_robot_study.py run --jobs 2          # everything (hours on 2 cores), resumable
+    python benchmarks/point_robot_study.py run --only select bc-none --jobs 2
+    python benchmarks/point_robot_study.py table                 # markdown tables from whatever has finished
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = (1, 2, 3)
+PROTOCOLS = ("offline", "online-prior", "online-random", "online-proximal")
+# name: (script, extra flags); every other option is the script's Point-Robot default
+CONFIGS = {
+    "select": ("select.py", []),
+    "bc-none": ("select.py", ["--bc-weighting", "none"]),
+    "club-0": ("select.py", ["--club-weight", "0"]),
+    "club-100": ("select.py", ["--club-weight", "100"]),
+    "csro": ("baselines/csro.py", []),
+    "focal": ("baselines/focal.py", []),
+    "offpearl": ("baselines/offpearl.py", []),
+}
+SIGMAS = (0.1, 0.2, 0.3, 0.5)  # sigma_test of the proximal collection, re-evaluated on the "select" runs
+
+
+def run_one(config: str, seed: int, args) -> str:
+    script, flags = CONFIGS[config]
+    run_dir = Path(args.runs_dir) / f"{config}__s{seed}"
+    if not (run_dir / "final_eval.json").is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts over
+        command = [sys.executable, script, "--env-id", "point-robot", "--seed", str(seed), "--data-dir", args.data_dir,
+                   "--runs-dir", args.runs_dir, "--run-name", run_dir.name, *flags]  # fmt: skip
+        start = time.time()
+        with open(Path(args.runs_dir) / f"{run_dir.name}.log", "w") as log:
+            done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=args.env)
+        if done.returncode != 0:
+            return f"{run_dir.name}: FAILED (exit {done.returncode}), see {log.name}"
+        print(f"{run_dir.name}: trained in {time.time() - start:.0f} s", flush=True)
+    if config == "select":
+        for sigma in SIGMAS:
+            output = run_dir / f"reeval_sigma{sigma}.json"
+            if not output.is_file():
+                command = [sys.executable, "select.py", "--eval-checkpoint", str(run_dir / "checkpoint.pt"),
+                           "--protocols", "online-proximal", "--proximal-noise-std", str(sigma),
+                           "--eval-output", str(output)]  # fmt: skip
+                subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=args.env)
+    return f"{run_dir.name}: done"
+
+
+def mean_std(values: list) -> str:
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}" + ("" if len(values) == len(SEEDS) else f" (n={len(values)})")
+
+
+def load(path: Path):
+    return json.loads(path.read_text())["protocols"] if path.is_file() else None
+
+
+def tables(runs_dir: Path) -> str:
+    lines = ["| config | " + " | ".join(PROTOCOLS) + " | context shift (online-proximal) |", "|---" * 6 + "|"]
+    for config in CONFIGS:
+        results = [r for s in SEEDS if (r := load(runs_dir / f"{config}__s{s}" / "final_eval.json"))]
+        if not results:
+            continue
+        cells = [mean_std([r[p]["return"] for r in results]) for p in PROTOCOLS]
+        shift = mean_std([r["online-proximal"]["context_shift"] for r in results])
+        lines.append(f"| {config} | " + " | ".join(cells) + f" | {shift} |")
+    lines += ["", "| sigma_test (select runs, re-evaluated) | online-proximal | context shift |", "|---|---|---|"]
+    for sigma in SIGMAS:
+        results = [r for s in SEEDS if (r := load(runs_dir / f"select__s{s}" / f"reeval_sigma{sigma}.json"))]
+        if results:
+            returns = mean_std([r["online-proximal"]["return"] for r in results])
+            shifts = mean_std([r["online-proximal"]["context_shift"] for r in results])
+            lines.append(f"| {sigma} | {returns} | {shifts} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("--runs-dir", default="runs/point_robot_study")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--only", nargs="+", choices=tuple(CONFIGS), default=tuple(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (each single-threaded)")
+    args = parser.parse_args()
+    args.runs_dir = str(Path(args.runs_dir).resolve())
+    args.data_dir = str(Path(args.data_dir).resolve())
+    args.env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if args.action == "run":
+        Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+        jobs = [(c, s) for c in args.only for s in args.seeds if (ROOT / CONFIGS[c][0]).is_file()]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for message in pool.map(lambda job: run_one(*job, args), jobs):
+                print(message, flush=True)
+    print(tables(Path(args.runs_dir)))
