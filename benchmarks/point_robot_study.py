@@ -66,7 +66,8 @@ def mean_std(values: list) -> str:
     if not values:
         return "-"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {spread:.2f}" + ("" if len(values) == len(SEEDS) else f" (n={len(values)})")
+    count = "" if len(values) == len(SEEDS) else f" (n={len(values)})"
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}{count}"
 
 
 def load(path: Path):
