@@ -222,7 +222,7 @@ def ensure_dataset(env_id: str, data_dir: str) -> Path:
     command = f"python collect_sac.py --env-id {env_id} --data-dir {data_dir}"
     if env_id != "point-robot":
         raise SystemExit(f"error: no dataset at {dataset_dir}; build it (hours on a CPU) with: {command}")
-    collector = Path(__file__).resolve().with_name("collect_sac.py")
+    collector = Path(omrl_envs.__file__).resolve().with_name("collect_sac.py")  # beside the registry
     if not collector.is_file():
         raise SystemExit(
             f"error: no dataset at {dataset_dir} and no {collector.name} to build it; build it with: {command}"

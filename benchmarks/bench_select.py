@@ -1,6 +1,6 @@
-"""Training speed and peak memory of select.py: gradient steps per second and peak RSS, per configuration.
+"""Training speed and peak memory of select.py (or a baseline, --script): gradient steps per second and peak RSS.
 
-Each configuration runs `select.py` itself in a fresh subprocess (so RSS is that configuration's alone) on a
+Each configuration runs the script itself in a fresh subprocess (so RSS is that configuration's alone) on a
 Point-Robot-shaped dataset at CSRO's scale (40 tasks x 14,000 transitions): the real one when
 data/point-robot/ holds a complete dataset, else a synthetic one written to a temporary directory. Steps/s is the
 median over the logging intervals after the first (warm-up); peak RSS is the child's ru_maxrss (data loading and
@@ -8,6 +8,7 @@ one short evaluation included).
 
     python benchmarks/bench_select.py                       # CSRO sizes and the default preset
     python benchmarks/bench_select.py --configs csro --steps 60 --threads 2
+    python benchmarks/bench_select.py --script baselines/csro.py --configs csro --steps 40
 """
 
 import argparse
@@ -34,7 +35,7 @@ CONFIGS = {
         "--meta-batch-size", "16", "--batch-size", "256", "--context-size", "1024", "--latent-dim", "20",
         "--encoder-hidden", "200", "200", "200", "--rl-hidden", "256", "256", "256",
     ],
-    "preset": [],  # select.py's Point-Robot defaults
+    "preset": [],  # the script's Point-Robot defaults
 }  # fmt: skip
 
 
@@ -60,17 +61,17 @@ def synthetic_dataset(data_dir: Path, transitions_per_task: int = 14_000) -> Non
     omrl_envs.write_manifest(dataset_dir, omrl_envs.make_manifest("point-robot", complete=True, synthetic=True))
 
 
-def run_config(name: str, data_dir: Path, runs_dir: Path, steps: int, log_every: int, threads: int) -> dict:
+def run_config(script: str, name: str, data_dir: Path, runs_dir: Path, steps: int, log_every: int, threads: int):
     command = [
-        sys.executable, str(ROOT / "select.py"), "--data-dir", str(data_dir), "--runs-dir", str(runs_dir),
+        sys.executable, str(ROOT / script), "--data-dir", str(data_dir), "--runs-dir", str(runs_dir),
         "--run-name", f"bench_{name}", "--num-train-steps", str(steps), "--eval-every", str(steps),
         "--log-every", str(log_every), "--protocols", "offline", "--eval-runs", "1", *CONFIGS[name],
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{name}: select.py failed:\n{proc.stderr[-2000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # this worker's only child: select.py
+        raise SystemExit(f"{name}: {script} failed:\n{proc.stderr[-2000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # this worker's only child: the script
     rates = [float(m) for m in re.findall(r"step \d+: ([\d.]+) steps/s", proc.stdout)]
     return {
         "config": name,
@@ -82,14 +83,15 @@ def run_config(name: str, data_dir: Path, runs_dir: Path, steps: int, log_every:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--script", default="select.py", help="the training script, relative to the repository root")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--steps", type=int, default=0, help="gradient steps per config (default: csro 50, preset 600)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="OMP_NUM_THREADS of the runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one configuration in its own process, so that ru_maxrss of RUSAGE_CHILDREN is its alone
-        name, data_dir, runs_dir, steps, log_every, threads = json.loads(args.worker)
-        print(json.dumps(run_config(name, Path(data_dir), Path(runs_dir), steps, log_every, threads)))
+        script, name, data_dir, runs_dir, steps, log_every, threads = json.loads(args.worker)
+        print(json.dumps(run_config(script, name, Path(data_dir), Path(runs_dir), steps, log_every, threads)))
         return
     real = ROOT / "data" / "point-robot" / omrl_envs.MANIFEST
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,12 +100,13 @@ def main():
         else:
             data_dir, source = Path(tmp) / "data", "synthetic, 40 tasks x 14,000 transitions"
             synthetic_dataset(data_dir)
-        print(f"dataset: {source}; threads: {args.threads}; load average before: {os.getloadavg()[0]:.2f}")
+        print(f"{args.script}; dataset: {source}; threads: {args.threads}; load average: {os.getloadavg()[0]:.2f}")
         for name in args.configs:
             steps = args.steps or {"csro": 50, "preset": 600}[name]
             log_every = max(1, steps // 10)
             start = time.time()
-            worker = json.dumps([name, str(data_dir), str(Path(tmp) / "runs"), steps, log_every, args.threads])
+            runs_dir = str(Path(tmp) / "runs")
+            worker = json.dumps([args.script, name, str(data_dir), runs_dir, steps, log_every, args.threads])
             proc = subprocess.run([sys.executable, __file__, "--worker", worker], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr[-2000:])

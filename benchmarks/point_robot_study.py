@@ -25,12 +25,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
 PROTOCOLS = ("offline", "online-prior", "online-random", "online-proximal")
+# Ablations train for ABLATION_STEPS gradient steps (half the preset, to fit the study in a few hours on 2 cores)
+# and are compared with the default runs' evaluation at the same step: their first ABLATION_STEPS steps are the
+# same computation (the evaluation does not touch the training RNG), so that evaluation is what a run stopped there
+# would report.
+ABLATION_STEPS = 10_000
+ABLATION = ["--num-train-steps", str(ABLATION_STEPS)]
 # name: (script, extra flags); every other option is the script's Point-Robot default
 CONFIGS = {
     "select": ("select.py", []),
-    "bc-none": ("select.py", ["--bc-weighting", "none"]),
-    "club-0": ("select.py", ["--club-weight", "0"]),
-    "club-100": ("select.py", ["--club-weight", "100"]),
+    "bc-none": ("select.py", ["--bc-weighting", "none", *ABLATION]),
+    "club-0": ("select.py", ["--club-weight", "0", *ABLATION]),
+    "club-100": ("select.py", ["--club-weight", "100", *ABLATION]),
+    "q-policy": ("select.py", ["--q-normalization", "policy", *ABLATION]),
     "csro": ("baselines/csro.py", []),
     "focal": ("baselines/focal.py", []),
     "offpearl": ("baselines/offpearl.py", []),
@@ -70,20 +77,41 @@ def mean_std(values: list) -> str:
     return f"{statistics.mean(values):.2f} ± {spread:.2f}{count}"
 
 
-def load(path: Path):
-    return json.loads(path.read_text())["protocols"] if path.is_file() else None
+def load(path: Path, step: int | None = None):
+    """The protocols' results of a final-evaluation JSON, or of the evaluation at `step` in an eval history."""
+    if not path.is_file():
+        return None
+    if step is None:
+        return json.loads(path.read_text())["protocols"]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return next((r["protocols"] for r in records if r["step"] == step), None)
+
+
+def row(name: str, results: list) -> str:
+    cells = [mean_std([r[p]["return"] for r in results]) for p in PROTOCOLS]
+    shift = mean_std([r["online-proximal"]["context_shift"] for r in results])
+    return f"| {name} | " + " | ".join(cells) + f" | {shift} |"
 
 
 def tables(runs_dir: Path) -> str:
-    lines = ["| config | " + " | ".join(PROTOCOLS) + " | context shift (online-proximal) |", "|---" * 6 + "|"]
-    for config in CONFIGS:
-        results = [r for s in SEEDS if (r := load(runs_dir / f"{config}__s{s}" / "final_eval.json"))]
-        if not results:
-            continue
-        cells = [mean_std([r[p]["return"] for r in results]) for p in PROTOCOLS]
-        shift = mean_std([r["online-proximal"]["context_shift"] for r in results])
-        lines.append(f"| {config} | " + " | ".join(cells) + f" | {shift} |")
-    lines += ["", "| sigma_test (select runs, re-evaluated) | online-proximal | context shift |", "|---|---|---|"]
+    header = ["| " + " | ".join(PROTOCOLS) + " | context shift (online-proximal) |", "|---" * 6 + "|"]
+    lines = ["Full runs (final evaluation):", "", "| method " + header[0], header[1]]
+    for config, (_, flags) in CONFIGS.items():
+        if "--num-train-steps" not in flags:
+            results = [r for s in SEEDS if (r := load(runs_dir / f"{config}__s{s}" / "final_eval.json"))]
+            if results:
+                lines.append(row(config, results))
+    lines += ["", f"Ablations at {ABLATION_STEPS:,} gradient steps:", "", "| config " + header[0], header[1]]
+    results = [r for s in SEEDS if (r := load(runs_dir / f"select__s{s}" / "eval_history.jsonl", ABLATION_STEPS))]
+    if results:
+        lines.append(row("select (default)", results))
+    for config, (_, flags) in CONFIGS.items():
+        if "--num-train-steps" in flags:
+            results = [r for s in SEEDS if (r := load(runs_dir / f"{config}__s{s}" / "final_eval.json"))]
+            if results:
+                lines.append(row(config, results))
+    lines += ["", "sigma_test of online-proximal (select runs' final checkpoints, re-evaluated):", ""]
+    lines += ["| sigma_test | online-proximal | context shift |", "|---|---|---|"]
     for sigma in SIGMAS:
         results = [r for s in SEEDS if (r := load(runs_dir / f"select__s{s}" / f"reeval_sigma{sigma}.json"))]
         if results:

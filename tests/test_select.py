@@ -532,4 +532,6 @@ def test_shared_blocks_are_identical_across_scripts():
     for other in sorted((ROOT / "baselines").glob("*.py")):
         for name, block in shared_blocks(other).items():
             assert name in ours, f"{other.name}: unknown shared block {name!r}"
-            assert block == ours[name], f"{other.name}: shared block {name!r} differs from select.py's"
+            assert block == ours[name], (
+                f"{other.name}: shared block {name!r} differs from select.py's (python tools/sync_shared_blocks.py)"
+            )

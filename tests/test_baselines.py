@@ -1,0 +1,361 @@
+"""Tests of the baselines (baselines/csro.py, focal.py, offpearl.py): each script run as a user runs it (tiny sizes,
+every protocol, save and reload), and the mathematics they add to select.py on hand-checked inputs."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, load_script, run_script
+from test_select import TINY, assert_one_line_error, scalars, write_scripted_point_robot_dataset
+
+import omrl_envs
+
+MODULES = {name: load_script(f"baselines/{name}.py", f"baseline_{name}") for name in ("csro", "focal", "offpearl")}
+SCRIPTS = list(MODULES)
+HEADLINES = {"csro": "online-random", "focal": "offline", "offpearl": "online-prior"}  # each paper's own protocol
+BRAC_ON = ["--alpha", "50", "--alpha-max", "2000"]  # Point-Robot's default is plain offline SAC (CSRO's config)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    write_scripted_point_robot_dataset(data_dir)
+    return data_dir
+
+
+def baseline_run(script, tiny_data, runs_dir, name, *extra, check=True):
+    return run_script(
+        f"baselines/{script}.py", "--data-dir", tiny_data, "--runs-dir", runs_dir, "--run-name", name, *TINY, *extra,
+        check=check, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_data, tmp_path_factory):
+    """One tiny run of each script with BRAC on and every protocol: {script: (run directory, stdout)}."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    return {s: (runs_dir / s, baseline_run(s, tiny_data, runs_dir, s, *BRAC_ON).stdout) for s in SCRIPTS}
+
+
+# ------------------------------------------------------------------------------------------------
+# Mathematics, checked exactly
+# ------------------------------------------------------------------------------------------------
+def softplus(x):
+    return math.log(1 + math.exp(x))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_dual_kl_estimate_and_true_gradient_penalty(script):
+    m = MODULES[script]
+    c_data, c_policy = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -1.0])
+    expected = [-softplus(a) + math.log(softplus(b) + 1e-8) + 1 for a, b in ((0, 0), (2, -1))]
+    torch.testing.assert_close(m.dual_kl_estimate(c_data, c_policy), torch.tensor(expected))
+
+    obs, z = torch.zeros(2, 1), torch.zeros(2, 1)
+    action, policy_action = torch.tensor([[0.5, -0.5], [0.0, 1.0]]), torch.tensor([[0.1, 0.2], [-0.3, 0.4]])
+
+    def linear_critic(w, b):  # c(s, a, z) = w . a + b: ||dc/da|| = ||w|| wherever a is
+        return lambda o, a, zz: (a @ torch.tensor(w) + b)[None]
+
+    def loss(w, b):
+        gen = torch.Generator().manual_seed(0)
+        return m.dual_critic_loss_fn(linear_critic(w, b), obs, action, policy_action, z, 5.0, gen)
+
+    def minus_mean_d(w, b):
+        c = linear_critic(w, b)
+        return -m.dual_kl_estimate(c(obs, action, z)[0], c(obs, policy_action, z)[0]).mean()
+
+    # ||grad|| = 5: penalty 5 * (5 - 1)^2 = 80 (up to the 1e-8 under the square root)
+    torch.testing.assert_close(loss([3.0, 4.0], 0.0), minus_mean_d([3.0, 4.0], 0.0) + 80.0)
+    # ||grad|| = 0.5 < 1: no penalty, however large c's value (CSRO's value penalty would give 5 (100.x - 1)^2)
+    torch.testing.assert_close(loss([0.3, 0.4], 100.0), minus_mean_d([0.3, 0.4], 100.0))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_gradient_penalty_trains_the_dual_critic(script):
+    """Against an independent computation on a real c, with the same interpolation draws; the penalty's gradient
+    reaches c's weights (double backward)."""
+    m = MODULES[script]
+    torch.manual_seed(0)
+    c = m.TwinCritic(2 + 2 + 3, (8, 8), num_members=1)
+    obs, z = torch.randn(6, 2), torch.randn(6, 3)
+    action, policy_action = torch.rand(6, 2) * 2 - 1, torch.rand(6, 2) * 2 - 1
+    loss = m.dual_critic_loss_fn(c, obs, action, policy_action, z, 5.0, torch.Generator().manual_seed(3))
+    u = torch.rand(6, 1, generator=torch.Generator().manual_seed(3))
+    a_interp = (policy_action + u * (action - policy_action)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(c(obs, a_interp, z).sum(), a_interp)
+    penalty = ((grad.norm(dim=-1) - 1).clamp(min=0) ** 2).mean()
+    divergence = m.dual_kl_estimate(c(obs, action, z)[0], c(obs, policy_action, z)[0])
+    torch.testing.assert_close(loss, -divergence.mean() + 5 * penalty, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in c.parameters())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_brac_actor_loss_hand_computed(script):
+    m = MODULES[script]
+    obs, z, action = torch.zeros(2, 1), torch.zeros(2, 1), torch.zeros(2, 2)
+    policy_action = torch.tensor([[0.5, 0.1], [-0.2, 0.3]], requires_grad=True)
+    log_pi, mean, log_std = torch.tensor([-1.0, 0.5]), torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.full((2, 2), -1.0)
+
+    def critic(o, a, zz):  # Q1 = sum(a), Q2 = sum(a) + 1: min Q = sum(a) = 0.6, 0.1
+        return torch.stack([a.sum(-1), a.sum(-1) + 1])
+
+    def dual_critic(o, a, zz):  # c = 0 everywhere: D = -log 2 + log(log 2 + 1e-8) + 1 per state
+        return torch.zeros(1, len(a))
+
+    d = -math.log(2) + math.log(math.log(2) + 1e-8) + 1
+    sample = (policy_action, log_pi, mean, log_std)
+    reg = 1e-3 * ((1 + 4 + 0 + 1) / 4 + 1.0)  # mean(mu^2) + mean(log_std^2)
+    loss, divergence = m.brac_actor_loss(critic, dual_critic, (obs, action), z, sample, torch.tensor(2.0), 1e-3)
+    torch.testing.assert_close(loss, torch.tensor((-1 - 0.6 + 0.5 - 0.1) / 2 + 2 * d + reg))
+    torch.testing.assert_close(divergence, torch.tensor(d))
+    loss, divergence = m.brac_actor_loss(critic, None, (obs, action), z, sample, torch.tensor(2.0), 1e-3)  # no BRAC
+    torch.testing.assert_close(loss, torch.tensor((-1 - 0.6 + 0.5 - 0.1) / 2 + reg))
+    assert divergence == 0
+
+
+def test_critic_and_value_targets():
+    """Q onto reward_scale r + gamma (1 - d) Vbar(s', z); V onto min Q(s, a~, z) - log pi(a~)."""
+    m = MODULES["csro"]
+    torch.manual_seed(0)
+    critic, value_net, value_target = m.TwinCritic(2 + 2 + 3, (8,)), m.ValueNet(2, 3, (8,)), m.ValueNet(2, 3, (8,))
+    n = 5
+    batch = (
+        torch.randn(n, 2),
+        torch.rand(n, 2) * 2 - 1,
+        torch.randn(n),
+        torch.randn(n, 2),
+        torch.tensor([0, 1, 0, 0, 1.0]),
+    )
+    z, a_sampled, log_pi = torch.randn(n, 3), torch.rand(n, 2) * 2 - 1, torch.randn(n)
+    critic_loss, value_loss, q1 = m.critic_value_losses(
+        critic, value_target, value_net, batch, z, (a_sampled, log_pi), 100.0, 0.9
+    )
+    with torch.no_grad():
+        y = 100.0 * batch[2] + 0.9 * (1 - batch[4]) * value_target(batch[3], z)
+        q = critic(batch[0], batch[1], z)
+        v_target = critic(batch[0], a_sampled, z).min(0).values - log_pi
+    torch.testing.assert_close(critic_loss, ((q[0] - y) ** 2).mean() + ((q[1] - y) ** 2).mean())
+    torch.testing.assert_close(value_loss, ((value_net(batch[0], z) - v_target) ** 2).mean())
+    torch.testing.assert_close(q1, q[0])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_tanh_gaussian_actor(script):
+    m = MODULES[script]
+    torch.manual_seed(0)
+    actor = m.Actor(2, 3, (16,), 2)
+    obs, z = torch.randn(7, 2), torch.randn(7, 3)
+    with torch.no_grad():
+        actor.net[-1].bias.copy_(torch.tensor([0.0, 0.0, 5.0, -30.0]))  # log-stds about 5 and -30
+    assert actor.sample(obs, z, None)[3][:, 0].max() == 0 and actor.sample(obs, z, None)[3][:, 1].min() == -20
+    with torch.no_grad():
+        actor.net[-1].bias.copy_(torch.tensor([0.0, 0.0, 5.0, -1.0]))  # log-stds about 0 (clamped) and -1
+    action, log_pi, mean, log_std = actor.sample(obs, z, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(actor(obs, z), torch.tanh(mean))
+    eps = torch.randn(7, 2, generator=torch.Generator().manual_seed(1))
+    pre_tanh = mean + log_std.exp() * eps
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh) - torch.log(1 - action**2 + 1e-6)
+    torch.testing.assert_close(action, torch.tanh(pre_tanh))
+    torch.testing.assert_close(log_pi, expected.sum(-1))
+
+
+def test_pearl_product_of_gaussians_and_kl_hand_computed():
+    m = MODULES["offpearl"]
+    # factors N(1, 1) and N(3, 3), and a padded third row: precision 1 + 1/3, mean (1/1 + 3/3) / (4/3) = 1.5
+    mean = torch.tensor([[[1.0], [3.0], [100.0]], [[7.0], [7.0], [7.0]]])
+    var = torch.tensor([[[1.0], [3.0], [0.01]], [[2.0], [2.0], [2.0]]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])[..., None]  # second context empty: the prior N(0, 1)
+    post_mean, post_var = m.product_of_gaussians(mean, var, mask)
+    torch.testing.assert_close(post_mean, torch.tensor([[1.5], [0.0]]))
+    torch.testing.assert_close(post_var, torch.tensor([[0.75], [1.0]]))
+    # KL(N(1.5, 0.75) || N(0, 1)) = (0.75 + 2.25 - 1 - log 0.75) / 2, summed with the prior's 0 and over dimensions
+    kl = m.gaussian_kl_to_prior(post_mean, post_var)
+    torch.testing.assert_close(kl, torch.tensor((0.75 + 2.25 - 1 - math.log(0.75)) / 2))
+    two_dims = m.gaussian_kl_to_prior(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))
+    torch.testing.assert_close(two_dims, torch.tensor(0.5 + (2 - 1 - math.log(2)) / 2))
+    # evaluation: z is the posterior mean over the first counts[i] rows, the prior mean 0 for an empty context
+    torch.manual_seed(0)
+    encoder = m.ContextEncoder(3, (8,), 4)
+    context = torch.randn(2, 5, 6)
+    z = m.infer_z(encoder, context, torch.tensor([3, 0]), 3)
+    factor_mean, factor_var = encoder(context[0, :3, :3])
+    torch.testing.assert_close(z[0], (factor_mean / factor_var).sum(0) / (1 / factor_var).sum(0))
+    torch.testing.assert_close(z[1], torch.zeros(4))
+
+
+def test_pearl_encoder_samples_the_posterior():
+    m = MODULES["offpearl"]
+    torch.manual_seed(0)
+    encoder = m.ContextEncoder(3, (8,), 2)
+    context = torch.randn(1, 4, 3).expand(4000, 4, 3)  # one context, many reparameterised draws
+    with torch.no_grad():
+        z, kl = m.encoder_losses(encoder, context, torch.Generator().manual_seed(0))
+        post_mean, post_var = m.product_of_gaussians(*encoder(context[:1]), torch.ones(1, 4, 1))
+    assert torch.allclose(z.mean(0), post_mean[0], atol=4 * float(post_var.max().sqrt()) / math.sqrt(4000))
+    assert torch.allclose(z.var(0), post_var[0], rtol=0.1)
+    torch.testing.assert_close(kl, 4000 * m.gaussian_kl_to_prior(post_mean, post_var))
+
+
+def test_focal_loss_on_a_meta_batch_drawn_with_replacement():
+    m = MODULES["focal"]
+    train_tasks = torch.tensor(omrl_envs.TRAIN_TASKS)
+    task_ids = m.sample_meta_batch(train_tasks, 16, torch.Generator().manual_seed(0))
+    assert set(task_ids.tolist()) <= set(omrl_envs.TRAIN_TASKS)
+    assert len(set(task_ids.tolist())) < 16  # 16 of 30 with replacement: repeats (same-task pairs) occur
+    assert len(m.sample_meta_batch(train_tasks, 40, torch.Generator().manual_seed(0))) == 40  # more than 30 is fine
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 2.0], [0.0, 1.0]])
+    # pairs: (0,1) D=1, (0,2) D=2, (0,3) D=0.5, (1,2) D=1, (1,3) D=0.5, (2,3) D=0.5; tasks 4, 4, 9, 4
+    same = [1, 0.5, 0.5]  # (0,1), (0,3), (1,3) attract: sqrt(D + 1e-3)
+    different = [2, 1, 0.5]  # (0,2), (1,2), (2,3) repel: 1 / (D + 0.1)
+    expected = sum(math.sqrt(d + 1e-3) for d in same) / 3.001 + sum(1 / (d + 0.1) for d in different) / 3.001
+    loss = m.focal_distance_metric_loss(z, torch.tensor([4, 4, 9, 4]))
+    torch.testing.assert_close(loss, torch.tensor(expected))
+    # every draw the same task: attraction alone
+    attract = (2 * math.sqrt(1.001) + math.sqrt(2.001)) / 3.001
+    torch.testing.assert_close(m.focal_distance_metric_loss(z[:3], torch.tensor([4, 4, 4])), torch.tensor(attract))
+
+
+# ------------------------------------------------------------------------------------------------
+# The scripts, run as a user runs them
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_run_record_and_every_protocol(script, tiny_runs):
+    run_dir, stdout = tiny_runs[script]
+    for name in ("args.json", "checkpoint.pt", "final_eval.json", "eval_history.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert json.loads((run_dir / "args.json").read_text())["exp_name"] == script
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert final["step"] == 40 and set(final["protocols"]) == set(MODULES[script].PROTOCOLS)
+    for result in final["protocols"].values():
+        assert len(result["per_task"]) == 10 and len(result["per_episode"]) == 20
+        assert result["return"] == pytest.approx(result["per_episode"][-1])
+        assert np.isfinite(result["context_shift"])
+    history = [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [20, 40]
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["step"] == 40 and checkpoint["args"]["alpha_max"] == 2000
+    assert set(checkpoint["networks"]) >= {"context_encoder", "actor", "critic", "value_net", "value_target"}
+    assert set(checkpoint["optimizers"]) >= {"context_encoder", "actor", "critic", "value_net", "dual_critic"}
+    assert ("club_net" in checkpoint["networks"]) == (script == "csro")
+    assert "obs_mean" in checkpoint and "obs_std" in checkpoint
+    assert 0 < float(checkpoint["brac_alpha"]) != 50  # adapted
+    tags = scalars(run_dir)
+    encoder_keys = {"csro": ["focal_loss", "club_loss", "club_model_loss"], "focal": ["focal_loss"]}
+    for key in (
+        "losses/critic_loss", "losses/actor_loss", "losses/value_loss", "losses/dual_critic_loss",
+        *(f"losses/{k}" for k in encoder_keys.get(script, ["kl_loss"])), "charts/divergence", "charts/brac_alpha",
+        "charts/log_pi", "charts/SPS", *(f"eval/{p}/return" for p in MODULES[script].PROTOCOLS),
+        "eval/online-random/episode_return/20", "eval/context_shift",
+    ):  # fmt: skip
+        assert key in tags, key
+    assert [step for step, _ in tags["losses/critic_loss"]] == [10, 20, 30, 40]
+    assert MODULES[script].HEADLINE_PROTOCOL == HEADLINES[script]
+    headline = final["protocols"][HEADLINES[script]]["return"]
+    assert stdout.strip().splitlines()[-1].endswith(f"{HEADLINES[script]}, return {headline:.2f}")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_reevaluating_a_checkpoint_reproduces_the_logged_numbers(script, tiny_runs, tmp_path):
+    run_dir = tiny_runs[script][0]
+    output = tmp_path / "reeval.json"
+    run_script(f"baselines/{script}.py", "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output)
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert json.loads(output.read_text())["protocols"] == final["protocols"]  # exactly, stochastic exploration included
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_same_seed_same_numbers_and_plain_sac_by_default(script, tiny_data, tiny_runs, tmp_path):
+    baseline_run(script, tiny_data, tmp_path, "again", *BRAC_ON)
+    first, again = scalars(tiny_runs[script][0]), scalars(tmp_path / "again")
+    for key in first:
+        if key.startswith(("losses/", "eval/")):
+            assert first[key] == again[key], key
+    final = json.loads((tiny_runs[script][0] / "final_eval.json").read_text())
+    assert json.loads((tmp_path / "again" / "final_eval.json").read_text())["protocols"] == final["protocols"]
+    # Point-Robot's default (CSRO's config): no BRAC, so no dual-critic update and no penalty; another seed, and the
+    # actor and value target updated every other step
+    baseline_run(script, tiny_data, tmp_path, "plain", "--seed", "2", "--policy-delay", "2")
+    plain = scalars(tmp_path / "plain")
+    assert [step for step, _ in plain["losses/actor_loss"]] == [10, 20, 30, 40]
+    assert "losses/dual_critic_loss" not in plain
+    assert {value for _, value in plain["charts/brac_alpha"] + plain["charts/divergence"]} == {0.0}
+    assert plain["losses/critic_loss"] != first["losses/critic_loss"]
+    checkpoint = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)
+    assert not checkpoint["optimizers"]["dual_critic"]["state"]  # never stepped
+
+
+@pytest.mark.parametrize("script, flags, trained", [
+    ("csro", ["--focal-weight", "0", "--club-weight", "0"], False),  # RL losses see z.detach()
+    ("focal", ["--focal-weight", "0"], False),
+    ("offpearl", ["--kl-weight", "0"], True),  # PEARL: the critic loss trains the encoder
+])  # fmt: skip
+def test_which_losses_train_the_encoder(script, flags, trained, tiny_data, tmp_path):
+    baseline_run(script, tiny_data, tmp_path, "enc", *BRAC_ON, *flags, "--protocols", "offline")
+    checkpoint = torch.load(tmp_path / "enc" / "checkpoint.pt", weights_only=False)
+    torch.manual_seed(1)  # the script's seeding; the context encoder is the first network it builds
+    initial = MODULES[script].ContextEncoder(2 + 2 + 1, (16, 16), 4).state_dict()
+    final = checkpoint["networks"]["context_encoder"]
+    assert all(torch.equal(initial[k], final[k]) for k in initial) != trained
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_nan_in_a_loss_stops_the_run(script, tiny_data, tmp_path):
+    proc = baseline_run(
+        script, tiny_data, tmp_path, "diverge", *BRAC_ON, "--learning-rate", "1e30", "--eval-every", "1",
+        "--log-every", "1", "--protocols", "offline", check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "non-finite")
+
+
+@pytest.mark.parametrize("script, flags, fragment", [
+    *((s, ["--alpha-max", "-1"], "--alpha-max must be >= 0") for s in SCRIPTS),
+    *((s, ["--dual-critic-steps", "0"], "--dual-critic-steps must be positive") for s in SCRIPTS),
+    ("csro", ["--meta-batch-size", "31"], "--meta-batch-size must be at most 30"),
+    ("csro", ["--club-weight", "-1"], "--club-weight must be >= 0"),
+    ("focal", ["--focal-weight", "-1"], "--focal-weight must be >= 0"),
+    ("offpearl", ["--kl-weight", "-0.1"], "--kl-weight must be >= 0"),
+    ("offpearl", ["--protocols", "online-magic"], "unknown protocol 'online-magic'"),
+])  # fmt: skip
+def test_bad_flag_values(script, flags, fragment, tiny_data, tmp_path):
+    proc = run_script(f"baselines/{script}.py", "--data-dir", tiny_data, "--runs-dir", tmp_path, *flags, check=False)
+    assert_one_line_error(proc, fragment)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_focal_accepts_meta_batches_larger_than_the_train_set():
+    args = MODULES["focal"].resolve_args(MODULES["focal"].Args(meta_batch_size=40))
+    assert args.meta_batch_size == 40 and args.alpha_max == 0 and args.reward_scale == 100
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_documents_every_option(script):
+    help_text = run_script(f"baselines/{script}.py", "--help").stdout
+    for field in MODULES[script].Args.__dataclass_fields__:
+        assert f"--{field.replace('_', '-')}" in help_text, field
+
+
+def test_missing_point_robot_dataset_is_built_by_the_collector(tmp_path):
+    """As select.py: a baseline runs collect_sac.py (here a fast stand-in) when the Point-Robot dataset is missing."""
+    root = tmp_path / "clone"
+    (root / "baselines").mkdir(parents=True)
+    for name in ("select.py", "omrl_envs.py", "baselines/csro.py"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "select", root / "select")
+    shutil.copytree(ROOT / "tests", root / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "collect_sac.py").write_text(
+        "import sys\nfrom pathlib import Path\nsys.path.insert(1, str(Path(__file__).parent / 'tests'))\n"
+        "from test_select import write_scripted_point_robot_dataset\n"
+        "print('stand-in collector')\nwrite_scripted_point_robot_dataset(Path(sys.argv[4]), 2, 2)\n"
+    )
+    proc = run_script("baselines/csro.py", "--data-dir", "fresh", "--run-name", "auto", *TINY, cwd=root)
+    assert "stand-in collector" in proc.stdout
+    assert (root / "runs" / "auto" / "final_eval.json").is_file()
