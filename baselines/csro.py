@@ -82,6 +82,8 @@ class Args:
     """re-evaluate this checkpoint.pt without training; unset options come from the checkpoint's args"""
     eval_output: str | None = None
     """where --eval-checkpoint writes its JSON (default: reeval.json beside the checkpoint)"""
+    resume: bool = False
+    """if toggled, continue the run <runs-dir>/<run-name> from its last checkpoint (its options, overridable)"""
 
     # Algorithm: task inference (algorithms.md §1)
     num_train_steps: int | None = None
@@ -681,17 +683,20 @@ def check_finite(loss_sums: dict, first_step: int, last_step: int, checkpoint_pa
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    checkpoint = None
-    if args.eval_checkpoint is not None:  # re-evaluate: the checkpoint's args, overridden by the command line
+    checkpoint, checkpoint_file = None, args.eval_checkpoint
+    if args.resume:
+        if args.run_name is None:
+            raise SystemExit("error: --resume needs --run-name, the name of the run directory to continue")
+        checkpoint_file = Path(args.runs_dir) / args.run_name / "checkpoint.pt"
+        checkpoint_file = checkpoint_file if checkpoint_file.is_file() else None  # none saved yet: start over
+    if checkpoint_file is not None:  # re-evaluate or resume: the checkpoint's args, overridden by the command line
         try:
-            checkpoint = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=False)
+            checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
             saved = Args(**checkpoint["args"])
         except Exception as e:  # unreadable file, or not one of ours
-            raise SystemExit(
-                f"error: {args.eval_checkpoint}: not a readable checkpoint ({e.__class__.__name__})"
-            ) from None
-        saved.eval_checkpoint = args.eval_checkpoint
-        args = tyro.cli(Args, default=saved)  # e.g. a sweep of --proximal-noise-std on one trained model
+            raise SystemExit(f"error: {checkpoint_file}: not a readable checkpoint ({e.__class__.__name__})") from None
+        saved.eval_checkpoint, saved.resume, saved.run_name = args.eval_checkpoint, args.resume, args.run_name
+        args = tyro.cli(Args, default=saved)  # e.g. a sweep of --proximal-noise-std, or more --num-train-steps
     args = resolve_args(args)
     noise = (args.proximal_noise_std, args.proximal_noise_min, args.proximal_noise_max)
 
@@ -751,6 +756,7 @@ if __name__ == "__main__":
     if checkpoint is not None:
         for name, net in networks.items():
             net.load_state_dict(checkpoint["networks"][name])
+    if args.eval_checkpoint is not None:
         results = run_evaluation()
         print_evaluation(results, checkpoint["step"])
         output = Path(args.eval_output or Path(args.eval_checkpoint).with_name("reeval.json"))
@@ -759,11 +765,27 @@ if __name__ == "__main__":
         print(f"wrote {output}")
         sys.exit(0)
 
+    start_step = 1
+    if checkpoint is not None:  # --resume: the optimisers and the training RNG continue where the checkpoint stopped
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        generator.set_state(checkpoint["generator"])
+        brac_alpha.fill_(float(checkpoint["brac_alpha"]))
+        start_step = checkpoint["step"] + 1
+
     # ---- SHARED BLOCK: run directory (identical in select.py and baselines/*.py; tests check) ----
     run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(args.runs_dir) / run_name
+    if start_step == 1 and (run_dir / "checkpoint.pt").is_file():
+        raise SystemExit(f"error: {run_dir} holds a run: continue it with --resume or pick another --run-name")
+    if start_step > args.num_train_steps:
+        raise SystemExit(f"error: {run_dir} has done its {start_step - 1} steps; raise --num-train-steps to go on")
     run_dir.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(run_dir))
+    history = run_dir / "eval_history.jsonl"
+    if history.is_file():  # keep the evaluations before start_step (none when starting over)
+        kept = [line for line in history.read_text().splitlines() if json.loads(line)["step"] < start_step]
+        history.write_text("".join(f"{line}\n" for line in kept))
+    writer = SummaryWriter(str(run_dir), purge_step=start_step)  # TensorBoard hides older events from start_step on
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     )
@@ -778,7 +800,7 @@ if __name__ == "__main__":
     loss_names += ("dual_critic_loss",) * brac
     chart_names = ("divergence", "brac_alpha", "log_pi", "q1_mean", "z_norm")
     loss_sums = {k: torch.zeros((), device=device) for k in loss_names + chart_names}
-    sums_since, actor_steps_since, logged_step = 0, 0, 0
+    sums_since, actor_steps_since, logged_step = 0, 0, start_step - 1
     start_time = logged_time = time.time()
 
     def save_checkpoint(step: int) -> None:
@@ -792,6 +814,7 @@ if __name__ == "__main__":
                 "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
                 "obs_mean": data.obs_mean,
                 "obs_std": data.obs_std,
+                "generator": generator.get_state(),
                 "brac_alpha": brac_alpha,
             },
             checkpoint_path,
@@ -809,14 +832,14 @@ if __name__ == "__main__":
                 writer.add_scalar(f"{group}/{name}", values[name] / count, step)
             loss_sums[name].zero_()
         now = time.time()
-        writer.add_scalar("charts/SPS", step / (now - start_time), step)
+        writer.add_scalar("charts/SPS", (step - start_step + 1) / (now - start_time), step)
         interval_sps = (step - logged_step) / (now - logged_time)
         print(
             f"step {step}: {interval_sps:.2f} steps/s, critic_loss {values['critic_loss'] / sums_since:.4g}", flush=True
         )
         sums_since, actor_steps_since, logged_step, logged_time = 0, 0, step, time.time()
 
-    for step in range(1, args.num_train_steps + 1):
+    for step in range(start_step, args.num_train_steps + 1):
         # ---- task inference (algorithms.md §1): encoder trained by FOCAL + CLUB only ----
         task_ids = train_tasks[
             torch.randperm(len(train_tasks), generator=generator, device=device)[: args.meta_batch_size]

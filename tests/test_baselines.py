@@ -293,6 +293,24 @@ def test_same_seed_same_numbers_and_plain_sac_by_default(script, tiny_data, tiny
     assert not checkpoint["optimizers"]["dual_critic"]["state"]  # never stepped
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_continues_exactly(script, tiny_data, tiny_runs, tmp_path):
+    """Stopped at step 20 and resumed to 40 (BRAC on: the dual critic and BRAC's alpha resume too): the same
+    evaluations and networks as the uninterrupted run."""
+    first_half = [a if a != "40" else "20" for a in TINY]
+    run_script(f"baselines/{script}.py", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--run-name", "r",
+               *first_half, *BRAC_ON)  # fmt: skip
+    run_script(f"baselines/{script}.py", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--run-name", "r",
+               "--resume", "--num-train-steps", "40")  # fmt: skip
+    straight = tiny_runs[script][0]
+    final = json.loads((straight / "final_eval.json").read_text())
+    assert json.loads((tmp_path / "r" / "final_eval.json").read_text())["protocols"] == final["protocols"]
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (straight, tmp_path / "r"))
+    for name, state in a["networks"].items():
+        assert all(torch.equal(state[k], b["networks"][name][k]) for k in state), name
+    assert torch.equal(a["brac_alpha"], b["brac_alpha"])
+
+
 @pytest.mark.parametrize("script, flags, trained", [
     ("csro", ["--focal-weight", "0", "--club-weight", "0"], False),  # RL losses see z.detach()
     ("focal", ["--focal-weight", "0"], False),

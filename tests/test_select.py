@@ -381,6 +381,29 @@ def test_same_seed_same_losses_and_returns(tiny_data, tiny_run, tmp_path):
     assert json.loads((tmp_path / "again" / "final_eval.json").read_text())["protocols"] == final["protocols"]
 
 
+def test_resume_continues_exactly(tiny_data, tiny_run, tmp_path):
+    """A run stopped at its first checkpoint (step 20) and resumed to step 40 logs the same losses and evaluations and
+    ends with the same checkpoint as the uninterrupted run; an existing run or a finished one is refused in one line."""
+    first_half = [a if a != "40" else "20" for a in TINY]  # --num-train-steps 20
+    run_script("select.py", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--run-name", "resumed", *first_half)
+    assert_one_line_error(select_run(tiny_data, tmp_path, "resumed", check=False), "--resume")
+    resume = ("select.py", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--run-name", "resumed", "--resume")
+    run_script(*resume, "--num-train-steps", "40")  # every other option comes from the checkpoint
+    resumed, straight = tmp_path / "resumed", tiny_run
+    final = json.loads((straight / "final_eval.json").read_text())
+    assert json.loads((resumed / "final_eval.json").read_text())["protocols"] == final["protocols"]
+    history = [json.loads(line) for line in (resumed / "eval_history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [20, 40]
+    first, again = scalars(straight), scalars(resumed)
+    for key in first:
+        if key.startswith(("losses/", "eval/")):
+            assert first[key] == again[key], key
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (straight, resumed))
+    for name, state in a["networks"].items():
+        assert all(torch.equal(state[k], b["networks"][name][k]) for k in state), name
+    assert_one_line_error(run_script(*resume, check=False), "has done its 40 steps", "--num-train-steps")
+
+
 def test_encoder_gets_no_gradient_from_the_rl_losses(tiny_data, tmp_path):
     """With the encoder's own losses switched off, training the RL nets must leave the encoder at its init."""
     select_run(tiny_data, tmp_path, "frozen", "--focal-weight", "0", "--club-weight", "0", "--protocols", "offline")
