@@ -1,10 +1,10 @@
 """The Point-Robot study behind the README's tables: runs (seeds x configurations), re-evaluations, and the tables.
 
 Every run is a real `python <script> --env-id point-robot --seed S ...` in a subprocess, writing its run record to
-<runs-dir>/<config>__s<seed>/; a run whose final_eval.json exists is skipped, so the command resumes after an
-interruption. The sigma_test sweep re-evaluates the default runs' checkpoints (`--eval-checkpoint`, online-proximal
-only). Tables are mean +- standard deviation over seeds of the final-episode return (and the context-shift ratio) on
-the test tasks, read from the runs' JSON files.
+<runs-dir>/<config>__s<seed>/; a run whose final_eval.json exists is skipped and an interrupted one resumes from
+its last checkpoint, so the command can be run again after an interruption. The sigma_test sweep re-evaluates the
+default runs' checkpoints (`--eval-checkpoint`, online-proximal only). Tables are mean +- standard deviation over
+seeds of the final-episode return (and the context-shift ratio) on the test tasks, read from the runs' JSON files.
 
     python benchmarks/point_robot_study.py run --jobs 2          # everything (hours on 2 cores), resumable
     python benchmarks/point_robot_study.py run --only select bc-none --jobs 2
@@ -49,9 +49,12 @@ def run_one(config: str, seed: int, args) -> str:
     script, flags = CONFIGS[config]
     run_dir = Path(args.runs_dir) / f"{config}__s{seed}"
     if not (run_dir / "final_eval.json").is_file():
-        shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts over
         command = [sys.executable, script, "--env-id", "point-robot", "--seed", str(seed), "--data-dir", args.data_dir,
                    "--runs-dir", args.runs_dir, "--run-name", run_dir.name, *flags]  # fmt: skip
+        if (run_dir / "checkpoint.pt").is_file():
+            command.append("--resume")  # an interrupted run goes on from its last checkpoint
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
         start = time.time()
         with open(Path(args.runs_dir) / f"{run_dir.name}.log", "w") as log:
             done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=args.env)
@@ -135,7 +138,7 @@ if __name__ == "__main__":
     args.env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.action == "run":
         Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
-        jobs = [(c, s) for c in args.only for s in args.seeds if (ROOT / CONFIGS[c][0]).is_file()]
+        jobs = [(c, s) for s in args.seeds for c in args.only if (ROOT / CONFIGS[c][0]).is_file()]  # seed-major
         with ThreadPoolExecutor(args.jobs) as pool:
             for message in pool.map(lambda job: run_one(*job, args), jobs):
                 print(message, flush=True)
