@@ -91,13 +91,16 @@ def load(path: Path, step: int | None = None):
 
 
 def row(name: str, results: list) -> str:
-    cells = [mean_std([r[p]["return"] for r in results]) for p in PROTOCOLS]
-    shift = mean_std([r["online-proximal"]["context_shift"] for r in results])
-    return f"| {name} | " + " | ".join(cells) + f" | {shift} |"
+    """Per protocol: mean +- std over seeds of the return, and [the mean context-shift ratio]."""
+    cells = []
+    for p in PROTOCOLS:
+        shift = statistics.mean(r[p]["context_shift"] for r in results)
+        cells.append(f"{mean_std([r[p]['return'] for r in results])} [{shift:.2f}]")
+    return f"| {name} | " + " | ".join(cells) + " |"
 
 
 def tables(runs_dir: Path) -> str:
-    header = ["| " + " | ".join(PROTOCOLS) + " | context shift (online-proximal) |", "|---" * 6 + "|"]
+    header = ["| " + " | ".join(PROTOCOLS) + " |", "|---" * 5 + "|"]
     lines = ["Full runs (final evaluation):", "", "| method " + header[0], header[1]]
     for config, (_, flags) in CONFIGS.items():
         if "--num-train-steps" not in flags:
