@@ -2,7 +2,7 @@
 
 Reads every run directory under `--runs-dir` (TensorBoard events plus `args.json`), groups runs by
 environment and method (`exp_name`), and writes, per environment:
-  - `<out-dir>/<env_id>.png`: `eval/<protocol>/return` against gradient steps, mean +- std over seeds;
+  - `<out-dir>/<env_id>.png`: `eval/<protocol>/return` against gradient steps, mean +- sample std over seeds;
   - `<out-dir>/results.md`: per method and protocol, the final evaluation as mean +- std over seeds
     (with the number of seeds), and the best evaluation of the seed-mean curve.
 
@@ -84,7 +84,7 @@ def plot_env(env_id: str, methods: dict, protocols, path: Path) -> None:
             if curves is None:
                 continue
             steps, values = curves
-            mean, std = values.mean(0), values.std(0)
+            mean, std = values.mean(0), values.std(0, ddof=min(1, len(values) - 1))  # sample std over seeds
             ax.plot(steps, mean, label=f"{method} ({len(values)} seeds)")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         ax.set_title(protocol)
@@ -112,7 +112,8 @@ def results_table(env_id: str, methods: dict, protocols) -> str:
                 continue
             _, values = curves
             final = values[:, -1]
-            cells.append(f"{final.mean():.2f} ± {final.std():.2f} (n={len(final)}) [{values.mean(0).max():.2f}]")
+            spread = final.std(ddof=min(1, len(final) - 1))  # sample std over seeds (0 for one seed)
+            cells.append(f"{final.mean():.2f} ± {spread:.2f} (n={len(final)}) [{values.mean(0).max():.2f}]")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -31,7 +31,7 @@ def test_curves_and_table(tmp_path):
     assert (out / "point-robot.png").stat().st_size > 10_000
     select_row = next(line for line in table.splitlines() if line.startswith("| select"))
     finals = np.array([-4.0, -5.0, -6.0])
-    assert f"{finals.mean():.2f} ± {finals.std():.2f} (n=3) [{finals.mean():.2f}]" in select_row
+    assert f"{finals.mean():.2f} ± {finals.std(ddof=1):.2f} (n=3) [{finals.mean():.2f}]" in select_row
     assert "-10.00 ± 0.00 (n=1)" in table and table in proc.stdout
 
 
