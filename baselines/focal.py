@@ -650,6 +650,7 @@ def check_finite(loss_sums: dict, first_step: int, last_step: int, checkpoint_pa
 
 
 if __name__ == "__main__":
+    # ---- SHARED BLOCK: command line and checkpoint (identical in select.py and baselines/*.py; tests check) ----
     args = tyro.cli(Args)
     checkpoint, checkpoint_file = None, args.eval_checkpoint
     if args.resume:
@@ -665,6 +666,7 @@ if __name__ == "__main__":
             raise SystemExit(f"error: {checkpoint_file}: not a readable checkpoint ({e.__class__.__name__})") from None
         saved.eval_checkpoint, saved.resume, saved.run_name = args.eval_checkpoint, args.resume, args.run_name
         args = tyro.cli(Args, default=saved)  # e.g. a sweep of --proximal-noise-std, or more --num-train-steps
+    # ---- END SHARED BLOCK: command line and checkpoint ----
     args = resolve_args(args)
     noise = (args.proximal_noise_std, args.proximal_noise_min, args.proximal_noise_max)
 

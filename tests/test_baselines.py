@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, load_script, run_script
-from test_select import TINY, assert_one_line_error, scalars, write_scripted_point_robot_dataset
+from test_select import TINY, assert_one_line_error, random_batch, scalars, write_scripted_point_robot_dataset
 
 import omrl_envs
 
@@ -127,13 +127,7 @@ def test_critic_and_value_targets():
     torch.manual_seed(0)
     critic, value_net, value_target = m.TwinCritic(2 + 2 + 3, (8,)), m.ValueNet(2, 3, (8,)), m.ValueNet(2, 3, (8,))
     n = 5
-    batch = (
-        torch.randn(n, 2),
-        torch.rand(n, 2) * 2 - 1,
-        torch.randn(n),
-        torch.randn(n, 2),
-        torch.tensor([0, 1, 0, 0, 1.0]),
-    )
+    batch = random_batch(n, terminations=[0, 1, 0, 0, 1.0])
     z, a_sampled, log_pi = torch.randn(n, 3), torch.rand(n, 2) * 2 - 1, torch.randn(n)
     critic_loss, value_loss, q1 = m.critic_value_losses(
         critic, value_target, value_net, batch, z, (a_sampled, log_pi), 100.0, 0.9

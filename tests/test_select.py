@@ -1,7 +1,6 @@
 """Tests of select.py: the mathematics on hand-checked inputs, and the script run as a user runs it (tiny sizes)."""
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from conftest import ROOT, load_script, run_script
 import omrl_envs
 
 sel = load_script("select.py", "select_main")
+sync_tool = load_script("tools/sync_shared_blocks.py", "sync_shared_blocks")
 
 TINY = [
     "--num-train-steps", "40", "--eval-every", "20", "--log-every", "10", "--meta-batch-size", "4",
@@ -187,18 +187,17 @@ def test_weights_and_actor_loss_hand_computed():
     torch.testing.assert_close(grad, expected)
 
 
+def random_batch(n: int, terminations: list) -> tuple:
+    """(s, a, r, s', d) of n random Point-Robot-shaped transitions, actions in [-1, 1]."""
+    return torch.randn(n, 2), torch.rand(n, 2) * 2 - 1, torch.randn(n), torch.randn(n, 2), torch.tensor(terminations)
+
+
 def test_critic_and_value_regress_onto_the_same_td_target():
     torch.manual_seed(0)
     critic, value_net = sel.TwinCritic(2 + 2 + 3, (8,)), sel.ValueNet(2, 3, (8,))
     actor = sel.Actor(2, 3, (8,), 2)
     n = 5
-    batch = (
-        torch.randn(n, 2),
-        torch.rand(n, 2) * 2 - 1,
-        torch.randn(n),
-        torch.randn(n, 2),
-        torch.tensor([0, 0, 1, 0, 1.0]),
-    )
+    batch = random_batch(n, terminations=[0, 0, 1, 0, 1.0])
     z, noise = torch.randn(n, 3), torch.zeros(n, 2)
     critic_loss, value_loss, q1, v = sel.critic_value_losses(critic, critic, actor, value_net, batch, z, noise, 0.9)
     with torch.no_grad():
@@ -534,18 +533,16 @@ def test_help_documents_every_option():
 # Shared blocks stay byte-identical across scripts
 # ------------------------------------------------------------------------------------------------
 def shared_blocks(path: Path) -> dict:
-    text, blocks = path.read_text(), {}
-    for start in re.finditer(r"^[ \t]*# ---- SHARED BLOCK: (.+?) \(", text, flags=re.M):
-        name = start.group(1)
-        end = text.index(f"# ---- END SHARED BLOCK: {name} ----", start.start())
-        blocks[name] = text[start.start() : end]
-    return blocks
+    """{name: text} of a script's marked shared blocks, found as tools/sync_shared_blocks.py finds them."""
+    text = path.read_text()
+    return {name: text[a:b] for name, (a, b) in sync_tool.blocks(text).items()}
 
 
 def test_shared_blocks_are_identical_across_scripts():
     ours = shared_blocks(ROOT / "select.py")
     assert set(ours) == {
         "benchmark constants",
+        "command line and checkpoint",
         "data",
         "meta-test",
         "logging and run record",
