@@ -13,7 +13,6 @@ from conftest import ROOT, load_script, run_script
 import omrl_envs
 
 sel = load_script("select.py", "select_main")
-sync_tool = load_script("tools/sync_shared_blocks.py", "sync_shared_blocks")
 
 TINY = [
     "--num-train-steps", "40", "--eval-every", "20", "--log-every", "10", "--meta-batch-size", "4",
@@ -534,6 +533,7 @@ def test_help_documents_every_option():
 # ------------------------------------------------------------------------------------------------
 def shared_blocks(path: Path) -> dict:
     """{name: text} of a script's marked shared blocks, found as tools/sync_shared_blocks.py finds them."""
+    sync_tool = load_script("tools/sync_shared_blocks.py", "sync_shared_blocks")  # here: test clones lack tools/
     text = path.read_text()
     return {name: text[a:b] for name, (a, b) in sync_tool.blocks(text).items()}
 
