@@ -89,6 +89,7 @@ def plot_env(env_id: str, methods: dict, protocols, path: Path) -> None:
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         ax.set_title(protocol)
         ax.set_xlabel("gradient steps")
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x else "0")  # 20k, not 20000: no overlap
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("return (last scored episode)")
     axes[0][-1].legend(fontsize=8)

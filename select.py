@@ -6,7 +6,7 @@
 #                      The CLUB double mean is computed in O(b) per task (the reference materialises all b^2 pairs).
 #   conditional policy TD3+BC (Fujimoto & Gu, NeurIPS 2021; sfujim/TD3_BC) with wPC's advantage-indicator weights on
 #                      the BC term (Peng et al., AAAI 2023; qsa-fox/wPC): paper eqs. 1-3.
-#   meta-test          the four protocols of benchmark.md §3, among them SELECT's proximal context collection (eq. 4).
+#   meta-test          the four protocols of benchmark.md §3; SELECT's own is online-proximal (HEADLINE_PROTOCOL).
 # Usage: python select.py --env-id point-robot --seed 1      (python select.py --help lists every option)
 import copy
 import json
@@ -37,6 +37,7 @@ SCORED_BUDGET = {"point-robot": 400, "ant-goal": 800}  # scored transitions per 
 PRIOR_EPISODES = {"point-robot": 1}  # online-prior: episodes with z at the prior; other families 2
 CONTEXT_SHIFT_REFERENCE_SIZE = 1024  # offline transitions per test task behind the reference z of the diagnostic
 # ---- END SHARED BLOCK: benchmark constants ----
+HEADLINE_PROTOCOL = "online-proximal"  # the meta-test of SELECT's paper: proximal context collection
 
 
 @dataclass
@@ -103,7 +104,7 @@ class Args:
     """weight of the Gaussian NLL that fits the CLUB net q_psi(z | s, a)"""
     # Algorithm: weighted policy constraints (algorithms.md §2)
     rl_hidden: tuple[int, ...] | None = None
-    """hidden widths of the actor, the twin critics and the value net (None: table)"""
+    """hidden widths of every RL network (None: table)"""
     learning_rate: float = 3e-4
     """Adam learning rate of every network"""
     gamma: float | None = None
@@ -126,22 +127,25 @@ class Args:
     """normalise states by the train data's mean and std, as TD3+BC (None: table)"""
 
 
-# Per-env defaults, used where an option above is left at None. Reference values (CSRO configs, algorithms.md §1-2)
-# where the papers give them; where SELECT's paper is silent (alpha, sigma_test and its clip, state normalisation,
-# and the Point-Robot preset sizes) the values are our measured choices: see the README.
+# Per-env defaults, used where an option above is left at None: one row per option, one column per task family (the
+# order of omrl_envs.ENV_IDS). The task-inference and size rows are CSRO's configs (algorithms.md §1; ant-dir has none:
+# ant-goal's CLUB weight), except the Point-Robot preset sizes (minutes on this CPU) and sigma_test: ours, see README.
 # fmt: off
-ENV_DEFAULT_FIELDS = ("gamma", "club_weight", "latent_dim", "context_size", "meta_batch_size", "batch_size",
-                      "encoder_hidden", "rl_hidden", "num_train_steps", "eval_every", "alpha", "proximal_noise_std",
-                      "normalize_states")
-ENV_DEFAULTS = {
-    #                    gamma club latent context meta batch encoder     rl          steps    eval   alpha sigma norm
-    "point-robot":        (0.90, 25, 20,   128,    16,  64,  (200,) * 3, (128,) * 3,  20_000, 2_000, 2.5,  0.3, False),
-    "cheetah-vel":        (0.99, 10, 20,   100,    16, 256,  (200,) * 3, (256,) * 3, 105_000, 5_000, 2.5,  0.3, True),
-    "ant-goal":           (0.99, 50, 20,   512,    10, 256,  (200,) * 3, (256,) * 3, 210_000, 5_000, 2.5,  0.3, True),
-    "ant-dir":            (0.99, 50, 20,   256,    16, 256,  (200,) * 3, (256,) * 3, 105_000, 5_000, 2.5,  0.3, True),
-    "humanoid-dir":       (0.99, 50, 20,   256,    16, 256,  (200,) * 3, (256,) * 3, 105_000, 5_000, 2.5,  0.3, True),
-    "hopper-rand-params": (0.99, 25, 20,   256,    16, 256,  (200,) * 3, (256,) * 3, 105_000, 5_000, 2.5,  0.3, True),
-    "walker-rand-params": (0.99, 25, 40,   256,    16, 256,  (200,) * 3, (256,) * 3, 105_000, 5_000, 2.5,  0.3, True),
+ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
+    "gamma":              (0.90,       0.99,       0.99,       0.99,       0.99,       0.99,       0.99),
+    "club_weight":        (25,         10,         50,         50,         50,         25,         25),
+    "latent_dim":         (20,         20,         20,         20,         20,         20,         40),
+    "context_size":       (128,        100,        512,        256,        256,        256,        256),
+    "meta_batch_size":    (16,         16,         10,         16,         16,         16,         16),
+    "batch_size":         (64,         256,        256,        256,        256,        256,        256),
+    "encoder_hidden":     ((200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3),
+    "rl_hidden":          ((128,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3),
+    "num_train_steps":    (20_000,     105_000,    210_000,    105_000,    105_000,    105_000,    105_000),
+    "eval_every":         (2_000,      5_000,      5_000,      5_000,      5_000,      5_000,      5_000),
+    "proximal_noise_std": (0.3,        0.3,        0.3,        0.3,        0.3,        0.3,        0.3),
+    # weighted policy constraints (SELECT's paper is silent): TD3+BC's alpha; state normalisation but on Point-Robot
+    "alpha":              (2.5,        2.5,        2.5,        2.5,        2.5,        2.5,        2.5),
+    "normalize_states":   (False,      True,       True,       True,       True,       True,       True),
 }
 # fmt: on
 
@@ -152,7 +156,7 @@ def resolve_args(args: Args) -> Args:
         omrl_envs.get_family(args.env_id)
     except omrl_envs.EnvIdError as e:
         raise SystemExit(f"error: {e}") from None
-    table = dict(zip(ENV_DEFAULT_FIELDS, ENV_DEFAULTS[args.env_id], strict=True))
+    table = {name: values[omrl_envs.ENV_IDS.index(args.env_id)] for name, values in ENV_DEFAULTS.items()}
     args = replace(args, **{k: v for k, v in table.items() if getattr(args, k) is None})
 
     def check(ok: bool, message: str):
@@ -189,14 +193,9 @@ def resolve_args(args: Args) -> Args:
             protocol in PROTOCOLS, f"unknown protocol {protocol!r} in --protocols: choose from {', '.join(PROTOCOLS)}"
         )
     check(len(args.protocols) > 0, "--protocols needs at least one protocol")
-    check(
-        args.q_normalization in ("dataset", "policy"),
-        f"--q-normalization must be dataset or policy, got {args.q_normalization!r}",
-    )
-    check(
-        args.bc_weighting in ("advantage", "none"),
-        f"--bc-weighting must be advantage or none, got {args.bc_weighting!r}",
-    )
+    for name, choices in (("q_normalization", ("dataset", "policy")), ("bc_weighting", ("advantage", "none"))):
+        value = getattr(args, name)
+        check(value in choices, f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {value!r}")
     return args
 
 
@@ -713,8 +712,9 @@ if __name__ == "__main__":
 
     def run_evaluation():
         return evaluate(
-            policy, infer_z_fn, data, args.env_id, args.protocols, args.eval_runs, args.eval_seed, noise, device
-        )
+            policy, infer_z_fn, data, args.env_id, args.protocols, args.eval_runs, args.eval_seed, noise, device,
+            None,  # no stochastic policy: online-random's second half explores with pi(s, z) + proximal noise
+        )  # fmt: skip
 
     if checkpoint is not None:
         for name, net in networks.items():
@@ -886,3 +886,5 @@ if __name__ == "__main__":
     )
     writer.close()
     print(f"done in {time.time() - start_time:.0f} s; run record in {run_dir}", flush=True)
+    headline = f"{results[HEADLINE_PROTOCOL]['return']:.2f}" if HEADLINE_PROTOCOL in results else "not run"
+    print(f"headline protocol (the method's own paper): {HEADLINE_PROTOCOL}, return {headline}", flush=True)

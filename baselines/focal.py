@@ -102,7 +102,7 @@ class Args:
     """weight of FOCAL's distance-metric loss on the encoder"""
     # Algorithm: BRAC on SAC (algorithms.md §4)
     rl_hidden: tuple[int, ...] | None = None
-    """hidden widths of the actor, the twin critics, the value net and the dual critic (None: table)"""
+    """hidden widths of every RL network (None: table)"""
     learning_rate: float = 3e-4
     """Adam learning rate of every network but the dual critic"""
     gamma: float | None = None
@@ -127,26 +127,30 @@ class Args:
     """weight of the gradient penalty on the dual critic"""
     policy_regularization: float = 1e-3
     """weight of the L2 penalties on the actor's pre-tanh mean and log-std"""
-    normalize_states: bool = False
-    """normalise states by the train data's mean and std, as TD3+BC (CSRO does not)"""
+    normalize_states: bool | None = None
+    """normalise states by the train data's mean and std, as TD3+BC (None: table)"""
 
 
-# Per-env defaults, used where an option above is left at None: CSRO's configs, with which CSRO's paper ran FOCAL on
-# these task families (csro.md §4.3; ant-dir has none, so ant-goal's alpha), but Point-Robot takes select.py's preset
-# sizes (comparable, and minutes on this CPU), and sigma_test (of the online-proximal protocol alone) is select.py's.
+# Per-env defaults, used where an option above is left at None: one row per option, one column per task family (the
+# order of omrl_envs.ENV_IDS). The task-inference and size rows are CSRO's configs (algorithms.md §1, with which CSRO's
+# paper ran FOCAL), except the Point-Robot preset sizes (minutes on this CPU) and sigma_test: ours, see README.
 # fmt: off
-ENV_DEFAULT_FIELDS = ("gamma", "latent_dim", "context_size", "meta_batch_size", "batch_size",
-                      "encoder_hidden", "rl_hidden", "num_train_steps", "eval_every", "reward_scale", "alpha",
-                      "alpha_max", "proximal_noise_std")
-ENV_DEFAULTS = {
-    #                    gamma latent context meta batch encoder    rl          steps    eval scale alpha max sigma
-    "point-robot":        (0.90, 20,   128,    16,  64, (200,) * 3, (128,) * 3,  20_000, 2_000, 100,   0,   0, 0.3),
-    "cheetah-vel":        (0.99, 20,   100,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5,  50, 2e3, 0.3),
-    "ant-goal":           (0.99, 20,   512,    10, 256, (200,) * 3, (256,) * 3, 210_000, 5_000,   5, 500, 2e3, 0.3),
-    "ant-dir":            (0.99, 20,   256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5, 500, 2e3, 0.3),
-    "humanoid-dir":       (0.99, 20,   256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5, 500, 2e3, 0.3),
-    "hopper-rand-params": (0.99, 20,   256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5,  50, 1e4, 0.3),
-    "walker-rand-params": (0.99, 40,   256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5,  50, 1e4, 0.3),
+ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
+    "gamma":              (0.90,       0.99,       0.99,       0.99,       0.99,       0.99,       0.99),
+    "latent_dim":         (20,         20,         20,         20,         20,         20,         40),
+    "context_size":       (128,        100,        512,        256,        256,        256,        256),
+    "meta_batch_size":    (16,         16,         10,         16,         16,         16,         16),
+    "batch_size":         (64,         256,        256,        256,        256,        256,        256),
+    "encoder_hidden":     ((200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3),
+    "rl_hidden":          ((128,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3),
+    "num_train_steps":    (20_000,     105_000,    210_000,    105_000,    105_000,    105_000,    105_000),
+    "eval_every":         (2_000,      5_000,      5_000,      5_000,      5_000,      5_000,      5_000),
+    "proximal_noise_std": (0.3,        0.3,        0.3,        0.3,        0.3,        0.3,        0.3),
+    # BRAC: CSRO's configs (ant-dir: ant-goal's; Point-Robot: none, plain offline SAC); CSRO normalises no states
+    "reward_scale":       (100,        5,          5,          5,          5,          5,          5),
+    "alpha":              (0,          50,         500,        500,        500,        50,         50),
+    "alpha_max":          (0,          2e3,        2e3,        2e3,        2e3,        1e4,        1e4),
+    "normalize_states":   (False,      False,      False,      False,      False,      False,      False),
 }
 # fmt: on
 
@@ -157,7 +161,7 @@ def resolve_args(args: Args) -> Args:
         omrl_envs.get_family(args.env_id)
     except omrl_envs.EnvIdError as e:
         raise SystemExit(f"error: {e}") from None
-    table = dict(zip(ENV_DEFAULT_FIELDS, ENV_DEFAULTS[args.env_id], strict=True))
+    table = {name: values[omrl_envs.ENV_IDS.index(args.env_id)] for name, values in ENV_DEFAULTS.items()}
     args = replace(args, **{k: v for k, v in table.items() if getattr(args, k) is None})
 
     def check(ok: bool, message: str):
@@ -898,4 +902,4 @@ if __name__ == "__main__":
     writer.close()
     print(f"done in {time.time() - start_time:.0f} s; run record in {run_dir}", flush=True)
     headline = f"{results[HEADLINE_PROTOCOL]['return']:.2f}" if HEADLINE_PROTOCOL in results else "not run"
-    print(f"headline protocol (FOCAL's paper): {HEADLINE_PROTOCOL}, return {headline}", flush=True)
+    print(f"headline protocol (the method's own paper): {HEADLINE_PROTOCOL}, return {headline}", flush=True)

@@ -103,7 +103,7 @@ class Args:
     """weight of KL(posterior over z || N(0, I)), summed over the meta-batch, in the encoder's loss"""
     # Algorithm: BRAC on SAC (algorithms.md §4)
     rl_hidden: tuple[int, ...] | None = None
-    """hidden widths of the actor, the twin critics, the value net and the dual critic (None: table)"""
+    """hidden widths of every RL network (None: table)"""
     learning_rate: float = 3e-4
     """Adam learning rate of every network but the dual critic"""
     gamma: float | None = None
@@ -128,26 +128,30 @@ class Args:
     """weight of the gradient penalty on the dual critic"""
     policy_regularization: float = 1e-3
     """weight of the L2 penalties on the actor's pre-tanh mean and log-std"""
-    normalize_states: bool = False
-    """normalise states by the train data's mean and std, as TD3+BC (CSRO does not)"""
+    normalize_states: bool | None = None
+    """normalise states by the train data's mean and std, as TD3+BC (None: table)"""
 
 
-# Per-env defaults, used where an option above is left at None: CSRO's configs, under which CSRO's paper compared
-# OffPEARL (csro.md §4.3; ant-dir has none, so ant-goal's alpha), with PEARL's latent size 5; Point-Robot takes
-# select.py's preset sizes (comparable, and minutes on this CPU); sigma_test (online-proximal alone) is select.py's.
+# Per-env defaults, used where an option above is left at None: one row per option, one column per task family (the
+# order of omrl_envs.ENV_IDS). The size rows are CSRO's configs (algorithms.md §1, under which CSRO's paper compared
+# OffPEARL) with PEARL's latent size 5, except the Point-Robot preset sizes and sigma_test: ours, see README.
 # fmt: off
-ENV_DEFAULT_FIELDS = ("gamma", "latent_dim", "context_size", "meta_batch_size", "batch_size",
-                      "encoder_hidden", "rl_hidden", "num_train_steps", "eval_every", "reward_scale", "alpha",
-                      "alpha_max", "proximal_noise_std")
-ENV_DEFAULTS = {
-    #                    gamma latent context meta batch encoder    rl          steps    eval scale alpha max sigma
-    "point-robot":        (0.90, 5,    128,    16,  64, (200,) * 3, (128,) * 3,  20_000, 2_000, 100,   0,   0, 0.3),
-    "cheetah-vel":        (0.99, 5,    100,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5,  50, 2e3, 0.3),
-    "ant-goal":           (0.99, 5,    512,    10, 256, (200,) * 3, (256,) * 3, 210_000, 5_000,   5, 500, 2e3, 0.3),
-    "ant-dir":            (0.99, 5,    256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5, 500, 2e3, 0.3),
-    "humanoid-dir":       (0.99, 5,    256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5, 500, 2e3, 0.3),
-    "hopper-rand-params": (0.99, 5,    256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5,  50, 1e4, 0.3),
-    "walker-rand-params": (0.99, 5,    256,    16, 256, (200,) * 3, (256,) * 3, 105_000, 5_000,   5,  50, 1e4, 0.3),
+ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
+    "gamma":              (0.90,       0.99,       0.99,       0.99,       0.99,       0.99,       0.99),
+    "latent_dim":         (5,          5,          5,          5,          5,          5,          5),
+    "context_size":       (128,        100,        512,        256,        256,        256,        256),
+    "meta_batch_size":    (16,         16,         10,         16,         16,         16,         16),
+    "batch_size":         (64,         256,        256,        256,        256,        256,        256),
+    "encoder_hidden":     ((200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3),
+    "rl_hidden":          ((128,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3),
+    "num_train_steps":    (20_000,     105_000,    210_000,    105_000,    105_000,    105_000,    105_000),
+    "eval_every":         (2_000,      5_000,      5_000,      5_000,      5_000,      5_000,      5_000),
+    "proximal_noise_std": (0.3,        0.3,        0.3,        0.3,        0.3,        0.3,        0.3),
+    # BRAC: CSRO's configs (ant-dir: ant-goal's; Point-Robot: none, plain offline SAC); CSRO normalises no states
+    "reward_scale":       (100,        5,          5,          5,          5,          5,          5),
+    "alpha":              (0,          50,         500,        500,        500,        50,         50),
+    "alpha_max":          (0,          2e3,        2e3,        2e3,        2e3,        1e4,        1e4),
+    "normalize_states":   (False,      False,      False,      False,      False,      False,      False),
 }
 # fmt: on
 
@@ -158,7 +162,7 @@ def resolve_args(args: Args) -> Args:
         omrl_envs.get_family(args.env_id)
     except omrl_envs.EnvIdError as e:
         raise SystemExit(f"error: {e}") from None
-    table = dict(zip(ENV_DEFAULT_FIELDS, ENV_DEFAULTS[args.env_id], strict=True))
+    table = {name: values[omrl_envs.ENV_IDS.index(args.env_id)] for name, values in ENV_DEFAULTS.items()}
     args = replace(args, **{k: v for k, v in table.items() if getattr(args, k) is None})
 
     def check(ok: bool, message: str):
@@ -441,14 +445,13 @@ def brac_actor_loss(critic, dual_critic, batch, z, policy_sample, alpha: torch.T
     return actor_loss, divergence.detach().mean()
 
 
-def infer_z(context_encoder: ContextEncoder, context: torch.Tensor, counts: torch.Tensor, context_dim: int):
-    """The posterior mean of z for each padded context (n, max_len, row width) over its first counts[i] rows, and the
-    prior's mean 0 for an empty context. PEARL's meta-test samples z (prior, then posterior); the mean keeps the
-    meta-test deterministic, so that a re-evaluation reproduces the logged numbers and protocols compare like for
-    like, at the cost of PEARL's posterior-sampling exploration."""
+def infer_z(context_encoder: ContextEncoder, context: torch.Tensor, counts: torch.Tensor, context_dim: int, generator):
+    """A sample of the posterior over z for each padded context (n, max_len, row width), over its first counts[i] rows;
+    of the prior N(0, I) for an empty context. As PEARL's meta-test: prior samples, then posterior sampling."""
     factors = context_encoder(context[..., :context_dim])
     mask = (torch.arange(context.shape[1], device=context.device) < counts[:, None]).float()
-    return product_of_gaussians(*factors, mask[..., None])[0]
+    mean, var = product_of_gaussians(*factors, mask[..., None])
+    return mean + var.sqrt() * torch.randn(mean.shape, generator=generator, device=mean.device)
 
 
 # ---- SHARED BLOCK: meta-test (identical in select.py and baselines/*.py; tests check) ----
@@ -707,7 +710,7 @@ if __name__ == "__main__":
     optimizers["dual_critic"] = torch.optim.Adam(dual_critic.parameters(), args.dual_critic_learning_rate, fused=True)
     brac = args.alpha_max > 0  # else plain offline SAC (as CSRO on Point-Robot): no dual critic, no KL penalty
     brac_alpha = torch.tensor(float(args.alpha), device=device)  # adapted at every actor update, used clipped
-    eval_generator = torch.Generator(device=device)  # the stochastic policy's samples in the meta-test
+    eval_generator = torch.Generator(device=device)  # the meta-test's samples of z and of the stochastic policy
 
     def policy(obs, z):
         return actor(obs, z)
@@ -716,7 +719,7 @@ if __name__ == "__main__":
         return actor.sample(obs, z, eval_generator)[0]
 
     def infer_z_fn(context, counts):
-        return infer_z(context_encoder, context, counts, data.context_dim)
+        return infer_z(context_encoder, context, counts, data.context_dim, eval_generator)
 
     def run_evaluation():
         eval_generator.manual_seed(args.eval_seed)  # the same samples at every evaluation, and on re-evaluation
@@ -904,4 +907,4 @@ if __name__ == "__main__":
     writer.close()
     print(f"done in {time.time() - start_time:.0f} s; run record in {run_dir}", flush=True)
     headline = f"{results[HEADLINE_PROTOCOL]['return']:.2f}" if HEADLINE_PROTOCOL in results else "not run"
-    print(f"headline protocol (PEARL's paper): {HEADLINE_PROTOCOL}, return {headline}", flush=True)
+    print(f"headline protocol (the method's own paper): {HEADLINE_PROTOCOL}, return {headline}", flush=True)

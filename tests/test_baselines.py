@@ -175,14 +175,16 @@ def test_pearl_product_of_gaussians_and_kl_hand_computed():
     torch.testing.assert_close(kl, torch.tensor((0.75 + 2.25 - 1 - math.log(0.75)) / 2))
     two_dims = m.gaussian_kl_to_prior(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))
     torch.testing.assert_close(two_dims, torch.tensor(0.5 + (2 - 1 - math.log(2)) / 2))
-    # evaluation: z is the posterior mean over the first counts[i] rows, the prior mean 0 for an empty context
+    # evaluation: z samples the posterior over the first counts[i] rows, the prior N(0, I) for an empty context
     torch.manual_seed(0)
     encoder = m.ContextEncoder(3, (8,), 4)
     context = torch.randn(2, 5, 6)
-    z = m.infer_z(encoder, context, torch.tensor([3, 0]), 3)
+    z = m.infer_z(encoder, context, torch.tensor([3, 0]), 3, torch.Generator().manual_seed(5))
+    eps = torch.randn(2, 4, generator=torch.Generator().manual_seed(5))
     factor_mean, factor_var = encoder(context[0, :3, :3])
-    torch.testing.assert_close(z[0], (factor_mean / factor_var).sum(0) / (1 / factor_var).sum(0))
-    torch.testing.assert_close(z[1], torch.zeros(4))
+    precision = (1 / factor_var).sum(0)
+    torch.testing.assert_close(z[0], (factor_mean / factor_var).sum(0) / precision + precision.rsqrt() * eps[0])
+    torch.testing.assert_close(z[1], eps[1])
 
 
 def test_pearl_encoder_samples_the_posterior():

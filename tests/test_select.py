@@ -88,7 +88,10 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """One tiny training run with every protocol (shared by the run-record tests)."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    run_script("select.py", "--data-dir", tiny_data, "--runs-dir", runs_dir, "--run-name", "tiny", *TINY, timeout=300)
+    proc = run_script(
+        "select.py", "--data-dir", tiny_data, "--runs-dir", runs_dir, "--run-name", "tiny", *TINY, timeout=300
+    )
+    (runs_dir / "tiny.stdout").write_text(proc.stdout)
     return runs_dir / "tiny"
 
 
@@ -350,6 +353,9 @@ def test_run_record_and_every_protocol(tiny_run):
         assert key in tags, key
     assert [step for step, _ in tags["losses/critic_loss"]] == [10, 20, 30, 40]
     assert [step for step, _ in tags["eval/offline/return"]] == [20, 40]
+    assert sel.HEADLINE_PROTOCOL == "online-proximal"  # SELECT's paper's protocol, printed last
+    headline = final["protocols"]["online-proximal"]["return"]
+    assert (tiny_run.parent / "tiny.stdout").read_text().strip().splitlines()[-1].endswith(f", return {headline:.2f}")
 
 
 def test_reevaluating_a_checkpoint_reproduces_the_logged_numbers(tiny_run, tmp_path):
@@ -555,3 +561,11 @@ def test_shared_blocks_are_identical_across_scripts():
             assert block == ours[name], (
                 f"{other.name}: shared block {name!r} differs from select.py's (python tools/sync_shared_blocks.py)"
             )
+
+
+def test_diff_line_counts_hand_computed(tmp_path):
+    """tools/diff_lines.py (the README's diff table): one line changed, one removed, two added."""
+    diff_tool = load_script("tools/diff_lines.py", "diff_lines")
+    (tmp_path / "a.txt").write_text("1\n2\n3\n4\n5\n")
+    (tmp_path / "b.txt").write_text("1\nX\n3\n5\n6\n7\n")  # diff: 2c2, 4d3, 5a5,6
+    assert diff_tool.changed_lines(str(tmp_path / "a.txt"), str(tmp_path / "b.txt")) == (2, 3, 4)
