@@ -139,9 +139,11 @@ def test_kill_and_resume(tmp_path):
     command = [sys.executable, "collect_sac.py", "--data-dir", str(killed_dir), "--exp-name", "test_collect_sac"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([*command, *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first_kept = killed_dir / "point-robot" / "resume" / "episodes_000000600.npz"
+    # The episodes of step 700 are written after the resume state of step 600 (which follows step 600's episodes):
+    # once they exist, a resume starts at 600 or later, with at least one kept checkpoint done.
+    second_kept = killed_dir / "point-robot" / "resume" / "episodes_000000700.npz"
     deadline = time.time() + 120
-    while not first_kept.exists() and proc.poll() is None and time.time() < deadline:
+    while not second_kept.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate()
