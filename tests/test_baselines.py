@@ -1,6 +1,7 @@
 """Tests of the baselines (baselines/csro.py, focal.py, offpearl.py): each script run as a user runs it (tiny sizes,
 every protocol, save and reload), and the mathematics they add to select.py on hand-checked inputs."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, load_script, run_script
-from test_select import TINY, assert_one_line_error, random_batch, scalars, write_scripted_point_robot_dataset
+from test_select import TINY, assert_one_line_error, random_batch, scalars, sel, write_scripted_point_robot_dataset
 
 import omrl_envs
 
@@ -48,6 +49,20 @@ def tiny_runs(tiny_data, tmp_path_factory):
 # ------------------------------------------------------------------------------------------------
 def softplus(x):
     return math.log(1 + math.exp(x))
+
+
+@pytest.mark.parametrize("script", ["select", *SCRIPTS])
+def test_per_env_table_fills_every_table_option_for_every_family(script):
+    """ENV_DEFAULTS: one row per option, one value per family in omrl_envs.ENV_IDS order, read by resolve_args."""
+    module = sel if script == "select" else MODULES[script]
+    left_none = {f.name for f in dataclasses.fields(module.Args) if f.default is None}
+    assert left_none - set(module.ENV_DEFAULTS) == {"run_name", "eval_checkpoint", "eval_output"}
+    for index, env_id in enumerate(omrl_envs.ENV_IDS):
+        args = module.resolve_args(module.Args(env_id=env_id))
+        for name, values in module.ENV_DEFAULTS.items():
+            assert len(values) == len(omrl_envs.ENV_IDS), name
+            assert getattr(args, name) == values[index], (env_id, name)
+    assert sel.resolve_args(sel.Args(env_id="walker-rand-params")).latent_dim == 40  # a spot check of the layout
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
