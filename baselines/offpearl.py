@@ -8,7 +8,7 @@
 #   offline RL         BRAC (Wu, Tucker and Nachum, 2019) on SAC with a V net, as CSRO's code (all of CSRO's baselines
 #                      share it): twin Q, V with a target copy, tanh-Gaussian actor, a KL(pi || behaviour) penalty in
 #                      dual form with an adaptive weight; none on Point-Robot (plain offline SAC), as CSRO's config.
-#   meta-test          the four protocols of benchmark.md §3; PEARL's own is online-prior (HEADLINE_PROTOCOL).
+#   meta-test          benchmark.md §3's four protocols, z sampled; PEARL's own is online-prior (HEADLINE_PROTOCOL).
 # Usage: python baselines/offpearl.py --env-id point-robot --seed 1  (python baselines/offpearl.py --help: every option)
 import copy
 import json

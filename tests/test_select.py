@@ -569,3 +569,6 @@ def test_diff_line_counts_hand_computed(tmp_path):
     (tmp_path / "a.txt").write_text("1\n2\n3\n4\n5\n")
     (tmp_path / "b.txt").write_text("1\nX\n3\n5\n6\n7\n")  # diff: 2c2, 4d3, 5a5,6
     assert diff_tool.changed_lines(str(tmp_path / "a.txt"), str(tmp_path / "b.txt")) == (2, 3, 4)
+    readme = (ROOT / "README.md").read_text()
+    for row in diff_tool.table().splitlines():  # the README's table is the files' current diff
+        assert row in readme, f"README diff table is stale (python tools/diff_lines.py): {row}"

@@ -31,9 +31,15 @@ def changed_lines(first: str, second: str) -> tuple[int, int, int]:
     return only_a, only_b, once
 
 
-if __name__ == "__main__":
-    print("| diff | only in A | only in B | both (`diff A B \\| grep -c '^[<>]'`) | a modified line counted once |")
-    print("|---|---|---|---|---|")
+def table() -> str:
+    """The README's markdown table."""
+    rows = ["| diff | only in A | only in B | both (`diff A B \\| grep -c '^[<>]'`) | a modified line counted once |"]
+    rows.append("|---|---|---|---|---|")
     for first, second in PAIRS:
         only_a, only_b, once = changed_lines(first, second)
-        print(f"| `{first}` vs `{second}` | {only_a} | {only_b} | {only_a + only_b} | {once} |")
+        rows.append(f"| `{first}` vs `{second}` | {only_a} | {only_b} | {only_a + only_b} | {once} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())
