@@ -6,11 +6,18 @@ import json
 import math
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from conftest import ROOT, load_script, run_script
-from test_select import TINY, assert_one_line_error, random_batch, scalars, sel, write_scripted_point_robot_dataset
+from test_select import (
+    TINY,
+    assert_one_line_error,
+    assert_tiny_evaluation_record,
+    random_batch,
+    scalars,
+    sel,
+    write_scripted_point_robot_dataset,
+)
 
 import omrl_envs
 
@@ -244,14 +251,7 @@ def test_run_record_and_every_protocol(script, tiny_runs):
         assert (run_dir / name).is_file(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert json.loads((run_dir / "args.json").read_text())["exp_name"] == script
-    final = json.loads((run_dir / "final_eval.json").read_text())
-    assert final["step"] == 40 and set(final["protocols"]) == set(MODULES[script].PROTOCOLS)
-    for result in final["protocols"].values():
-        assert len(result["per_task"]) == 10 and len(result["per_episode"]) == 20
-        assert result["return"] == pytest.approx(result["per_episode"][-1])
-        assert np.isfinite(result["context_shift"])
-    history = [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
-    assert [h["step"] for h in history] == [20, 40]
+    final = assert_tiny_evaluation_record(run_dir, MODULES[script].PROTOCOLS)
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert checkpoint["step"] == 40 and checkpoint["args"]["alpha_max"] == 2000
     assert set(checkpoint["networks"]) >= {"context_encoder", "actor", "critic", "value_net", "value_target"}

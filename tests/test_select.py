@@ -118,6 +118,19 @@ def assert_one_line_error(proc, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def assert_tiny_evaluation_record(run_dir: Path, protocols) -> dict:
+    """final_eval.json and eval_history.jsonl of a TINY run (40 steps, evaluated at 20 and 40); returns the final."""
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    assert final["step"] == 40 and set(final["protocols"]) == set(protocols)
+    for result in final["protocols"].values():
+        assert len(result["per_task"]) == 10 and len(result["per_episode"]) == 20
+        assert result["return"] == pytest.approx(result["per_episode"][-1])
+        assert np.isfinite(result["context_shift"])
+    history = [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [20, 40]
+    return final
+
+
 # ------------------------------------------------------------------------------------------------
 # Mathematics, checked exactly
 # ------------------------------------------------------------------------------------------------
@@ -329,15 +342,9 @@ def test_run_record_and_every_protocol(tiny_run):
     for name in ("args.json", "checkpoint.pt", "final_eval.json", "eval_history.jsonl"):
         assert (tiny_run / name).is_file(), name
     assert list(tiny_run.glob("events.out.tfevents.*"))
-    final = json.loads((tiny_run / "final_eval.json").read_text())
-    assert final["step"] == 40 and set(final["protocols"]) == set(sel.PROTOCOLS)
+    final = assert_tiny_evaluation_record(tiny_run, sel.PROTOCOLS)
     for result in final["protocols"].values():
-        assert len(result["per_task"]) == 10 and len(result["per_episode"]) == 20
         assert result["return"] == pytest.approx(np.mean(list(result["per_task"].values())))
-        assert result["return"] == pytest.approx(result["per_episode"][-1])
-        assert np.isfinite(result["context_shift"])
-    history = [json.loads(line) for line in (tiny_run / "eval_history.jsonl").read_text().splitlines()]
-    assert [h["step"] for h in history] == [20, 40]
     checkpoint = torch.load(tiny_run / "checkpoint.pt", weights_only=False)
     assert checkpoint["step"] == 40 and checkpoint["args"]["num_train_steps"] == 40
     assert set(checkpoint["networks"]) >= {"context_encoder", "club_net", "actor", "critic", "value_net"}
