@@ -14,9 +14,11 @@ Nothing here touches the global NumPy RNG: task lists come from `linspace` or a 
 Point-Robot is pure NumPy; MuJoCo is imported only when a MuJoCo family is built.
 """
 
+import hashlib
 import json
 import math
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from functools import cache
@@ -442,3 +444,49 @@ def load_dataset(dataset_dir: Path, env_id: str, task_indices=range(NUM_TASKS)) 
     """Read and validate a dataset: (manifest, {task index: arrays})."""
     manifest = read_manifest(dataset_dir, env_id)
     return manifest, {i: read_task_data(dataset_dir, env_id, i) for i in task_indices}
+
+
+def dataset_fingerprint(manifest: dict, tasks: dict) -> dict:
+    """What identifies a dataset: its collection settings, seed, code version, transitions per task, and a SHA-256 of
+    the task arrays' contents (not of the .npz files, whose zip headers carry timestamps): a rebuild with the same
+    command gives the same hash."""
+    digest = hashlib.sha256()
+    for t in sorted(tasks):
+        for key in FLOAT_KEYS + ID_KEYS:
+            digest.update(np.ascontiguousarray(tasks[t][key]).tobytes())
+    code = manifest.get("code_version") or {}
+    return {
+        "env_id": manifest.get("env_id"),
+        "seed": manifest.get("seed"),
+        "settings": manifest.get("settings"),
+        "code_version": code.get("git_commit") if isinstance(code, dict) else code,
+        "transitions_per_task": [int(len(tasks[t]["rewards"])) for t in sorted(tasks)],
+        "content_hash": digest.hexdigest(),
+    }
+
+
+def describe_fingerprint(fingerprint: dict) -> str:
+    """A fingerprint in one short phrase, for error messages."""
+    counts = fingerprint.get("transitions_per_task") or [0]
+    return (
+        f"{fingerprint.get('env_id')} seed {fingerprint.get('seed')}, {min(counts)}-{max(counts)} transitions per "
+        f"task, content {str(fingerprint.get('content_hash'))[:12]}"
+    )
+
+
+def code_version(*paths) -> dict:
+    """The code a run ran: git commit of the checkout, whether these files differ from it, and their SHA-256."""
+    paths = [Path(p).resolve() for p in paths]
+    here = Path(__file__).resolve().parent
+    try:
+        git = ["git", "-C", str(here)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        status = [*git, "status", "--porcelain", "--", *map(str, paths)]
+        dirty = bool(subprocess.run(status, capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    return {
+        "git_commit": commit or None,
+        "git_dirty": dirty,
+        "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
+    }

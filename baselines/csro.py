@@ -222,6 +222,7 @@ class OfflineData:
     obs_dim: int
     act_dim: int
     context_dim: int  # leading columns that form a context transition: (s, a, r) or (s, a, r, s')
+    fingerprint: dict  # omrl_envs.dataset_fingerprint: what a checkpoint trained on this data records
 
 
 def ensure_dataset(env_id: str, data_dir: str) -> Path:
@@ -291,7 +292,18 @@ def load_offline_data(env_id: str, data_dir: str, normalize_states: bool, device
         obs_dim=family.obs_dim,
         act_dim=family.act_dim,
         context_dim=context_dim,
+        fingerprint=omrl_envs.dataset_fingerprint(manifest, tasks),
     )
+
+
+def check_dataset(checkpoint: dict | None, data: OfflineData, checkpoint_file) -> None:
+    """A checkpoint is re-evaluated or resumed only on the dataset it was trained on (one-line error otherwise)."""
+    saved = None if checkpoint is None else checkpoint.get("dataset")
+    if saved is not None and saved["content_hash"] != data.fingerprint["content_hash"]:
+        raise SystemExit(
+            f"error: {checkpoint_file} was trained on {omrl_envs.describe_fingerprint(saved)}, but --data-dir holds "
+            f"{omrl_envs.describe_fingerprint(data.fingerprint)}: point --data-dir at the dataset the run used"
+        )
 
 
 def sample_rows(data: OfflineData, task_ids: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -486,44 +498,52 @@ def infer_z(context_encoder: ContextEncoder, context: torch.Tensor, counts: torc
 
 # ---- SHARED BLOCK: meta-test (identical in select.py and baselines/*.py; tests check) ----
 # Algorithm-agnostic: `policy(obs, z)` gives deterministic actions, `infer_z(context, counts)` task embeddings from
-# padded contexts (prior for an empty one), `stochastic_policy(obs, z)` (optional) sampled actions. Every test task x
-# run env steps in lockstep, one batched policy forward per step. Protocols (benchmark.md §3):
+# padded contexts (the prior for an empty one), `stochastic_policy(obs, z)` (optional) sampled actions, and
+# `generator` (optional) the torch generator those two sample from, reseeded for each protocol. Every test task x run
+# env steps in lockstep, one batched policy forward per step. Protocols (benchmark.md §3):
 #   offline          before each scored episode, one horizon of the test task's offline transitions joins the context;
-#   online-prior     scored episodes fill the context; z at the prior for the first PRIOR_EPISODES episodes;
-#   online-random    per round: one exploration episode (uniform random actions while less than half of the scored
-#                    budget is spent, then the stochastic policy, or pi + proximal noise for a deterministic policy),
-#                    re-infer z from the exploration context, one scored episode (not added to the context);
-#   online-proximal  as online-random, with exploration actions pi(s, z) + clip(N(0, sigma_test), eps_min, eps_max)
-#                    clipped to [-1, 1] (eq. 4) throughout.
-# z is re-inferred after each exploration episode, before the scored one (algorithms.md §3); CSRO's code re-infers
-# after the scored one. One exploration episode per round, also when an episode ends early.
+#   online-prior     scored episodes fill the context; z at the prior (a fresh prior sample for each episode) for the
+#                    first PRIOR_EPISODES episodes;
+#   online-random    per round: exploration of exactly one horizon of transitions (an episode that ends early is
+#                    followed by another, the last one cut at the horizon: CSRO's max_samples = horizon), each step
+#                    uniform random while spent + t < budget / 2 (spent: scored transitions so far, t: steps into the
+#                    round), else the stochastic policy (pi + proximal noise for a deterministic policy); re-infer z
+#                    from the exploration context; one scored episode (not added to the context);
+#   online-proximal  as online-random, every exploration action pi(s, z) + clip(N(0, sigma_test), eps_min, eps_max)
+#                    clipped to [-1, 1] (eq. 4).
+# z is re-inferred after each exploration round, before the scored episode (algorithms.md §3); CSRO's code re-infers
+# after the scored episode, once k horizons are scored (README: differences from the reference).
 DETERMINISTIC, RANDOM, PROXIMAL, STOCHASTIC = range(4)
 
 
-def rollout(envs, active, z, modes, policy, stochastic_policy, rng, data, noise, reset_seeds, device):
-    """One episode on every active env in lockstep: (returns, lengths, context rows per env)."""
+def rollout(envs, active, z, mode_at, policy, stochastic_policy, rng, data, noise, reset_seeds, device, steps=None):
+    """Every active env in lockstep: one episode (steps=None) or exactly `steps` transitions, a new episode starting
+    whenever one ends (an exploration round). mode_at(t) is each env's action mode at step t. Returns the first
+    episode's returns and lengths, and the context rows of each env."""
     n, act_dim = len(envs), data.act_dim
     obs = np.zeros((n, data.obs_dim))
-    done = ~active
     for i in np.flatnonzero(active):
         obs[i] = envs[i].reset(seed=None if reset_seeds is None else int(reset_seeds[i]))[0]
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+    running, first_episode = active.copy(), active.copy()
     rows = [[] for _ in range(n)]
     noise_std, noise_min, noise_max = noise
-    while not done.all():
-        idx = np.flatnonzero(~done)
+    t = 0
+    while running.any():
+        idx = np.flatnonzero(running)
+        modes = mode_at(t)[idx]
         obs_norm = ((obs[idx] - data.obs_mean) / data.obs_std).astype(np.float32)
         obs_t, z_t = torch.as_tensor(obs_norm, device=device), z[torch.as_tensor(idx, device=device)]
         with torch.inference_mode():
             action = policy(obs_t, z_t).cpu().numpy().astype(np.float64)
-            if stochastic_policy is not None and (modes[idx] == STOCHASTIC).any():
+            if stochastic_policy is not None and (modes == STOCHASTIC).any():
                 sampled = stochastic_policy(obs_t, z_t).cpu().numpy().astype(np.float64)
             else:
                 sampled = None
         uniform = rng.uniform(-1.0, 1.0, (len(idx), act_dim))  # drawn every step: noise streams do not depend on modes
         gaussian = rng.normal(0.0, 1.0, (len(idx), act_dim)) * noise_std
         proximal = np.clip(action + np.clip(gaussian, noise_min, noise_max), -1.0, 1.0)
-        mode = modes[idx][:, None]
+        mode = modes[:, None]
         stochastic = proximal if sampled is None else sampled
         action = np.where(mode == RANDOM, uniform, action)
         action = np.where(mode == PROXIMAL, proximal, action)
@@ -532,12 +552,28 @@ def rollout(envs, active, z, modes, policy, stochastic_policy, rng, data, noise,
             next_obs, reward, terminated, truncated, _ = envs[i].step(action[j])
             next_obs_norm = (next_obs - data.obs_mean) / data.obs_std
             rows[i].append(np.concatenate([obs_norm[j], action[j], [reward], next_obs_norm, [float(terminated)]]))
-            returns[i] += reward
-            lengths[i] += 1
+            returns[i] += reward * first_episode[i]
+            lengths[i] += first_episode[i]
             obs[i] = next_obs
-            done[i] = terminated or truncated
+            if terminated or truncated:
+                first_episode[i] = False
+                running[i] = steps is not None and len(rows[i]) < steps
+                if running[i]:
+                    obs[i] = envs[i].reset()[0]  # the round goes on with a new episode
+            elif steps is not None and len(rows[i]) >= steps:
+                running[i] = False  # the round is full: its last episode is cut here
+        t += 1
     rows = [torch.as_tensor(np.array(r, dtype=np.float32), device=device) for r in rows]
     return returns, lengths, rows
+
+
+def exploration_modes(protocol: str, spent: np.ndarray, t: int, budget: int) -> np.ndarray:
+    """Action modes at step t of an exploration round, per run: online-random is uniform random while
+    spent + t < budget / 2 (spent: the run's scored transitions so far), then the stochastic policy, a per-step switch
+    as CSRO's code; online-proximal is pi + proximal noise throughout."""
+    if protocol == "online-random":
+        return np.where(spent + t < budget / 2, RANDOM, STOCHASTIC)
+    return np.full(len(spent), PROXIMAL)
 
 
 def padded(contexts: list, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -551,39 +587,41 @@ def padded(contexts: list, width: int, device) -> tuple[torch.Tensor, torch.Tens
 
 
 def run_protocol(protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device):
-    """Scored-episode returns per env (list of lists) and the final context's z per env."""
+    """Per env: the scored episodes' returns, the transitions of each exploration round; and the final z."""
     n, horizon = len(envs), omrl_envs.get_family(env_id).horizon
     budget, prior_episodes = SCORED_BUDGET.get(env_id, 600), PRIOR_EPISODES.get(env_id, 2)
     rng = np.random.default_rng([eval_seed, PROTOCOLS.index(protocol)])
     reset_seeds = rng.integers(0, 2**31 - 1, size=n)  # first reset of each env; later resets continue its RNG
     width = data.rows.shape[1]
     contexts = [[] for _ in range(n)]
-    with torch.inference_mode():
-        z_prior = infer_z_fn(*padded(contexts, width, device))
-    z = z_prior
+
+    def infer(contexts):
+        with torch.inference_mode():
+            return infer_z_fn(*padded(contexts, width, device))
+
+    z = infer(contexts)  # the prior
     spent = np.zeros(n, dtype=np.int64)
-    scored = [[] for _ in range(n)]
+    scored, explored = [[] for _ in range(n)], [[] for _ in range(n)]
     while (active := spent < budget).any():
         if protocol in ("online-random", "online-proximal"):
-            if protocol == "online-random":
-                modes = np.where(spent < budget / 2, RANDOM, STOCHASTIC)
-            else:
-                modes = np.full(n, PROXIMAL)
+            mode_at = lambda t, spent=spent: exploration_modes(protocol, spent, t, budget)
             _, _, rows = rollout(
-                envs, active, z, modes, policy, stochastic_policy, rng, data, noise, reset_seeds, device
+                envs, active, z, mode_at, policy, stochastic_policy, rng, data, noise, reset_seeds, device, horizon
             )
             reset_seeds = None
             for i in np.flatnonzero(active):
                 contexts[i].append(rows[i])
+                explored[i].append(len(rows[i]))
         if protocol == "offline":
             for i in np.flatnonzero(active):
                 draws = rng.integers(0, int(data.counts[tasks[i]]), size=horizon)
                 contexts[i].append(data.rows[int(data.offsets[tasks[i]]) + torch.as_tensor(draws, device=device)])
         if protocol != "online-prior":
-            with torch.inference_mode():
-                z = infer_z_fn(*padded(contexts, width, device))
-        modes = np.full(n, DETERMINISTIC)
-        returns, lengths, rows = rollout(envs, active, z, modes, policy, None, rng, data, noise, reset_seeds, device)
+            z = infer(contexts)
+        deterministic = lambda t: np.full(n, DETERMINISTIC)
+        returns, lengths, rows = rollout(
+            envs, active, z, deterministic, policy, None, rng, data, noise, reset_seeds, device
+        )
         reset_seeds = None
         spent += np.where(active, lengths, 0)
         for i in np.flatnonzero(active):
@@ -592,24 +630,38 @@ def run_protocol(protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, d
                 contexts[i].append(rows[i])
         if protocol == "online-prior":
             use_context = torch.as_tensor([len(s) >= prior_episodes for s in scored], device=device)[:, None]
-            with torch.inference_mode():
-                z = torch.where(use_context, infer_z_fn(*padded(contexts, width, device)), z_prior)
-    return scored, z
+            z = infer(contexts)
+            if not use_context.all():  # a fresh prior sample for each prior episode (PEARL)
+                z = torch.where(use_context, z, infer([[] for _ in range(n)]))
+    return scored, explored, z
 
 
-def evaluate(policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy=None):
-    """Run the meta-test protocols on the test tasks: {protocol: return, per task, per episode, context shift}."""
+def evaluate(
+    policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy=None,
+    generator=None,
+):  # fmt: skip
+    """Run the meta-test protocols on the test tasks: {protocol: return, per task, per round, context shift}."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batch-20 forwards: threads only add synchronisation; also fixes the summation order
     try:
         return _evaluate(
-            policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy
-        )
+            policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy,
+            generator,
+        )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
 
 
-def _evaluate(policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy):
+def reseed(generator, *key) -> None:
+    """Seed the method's meta-test generator from [eval_seed, protocol]: each protocol's samples are its own, so
+    `--eval-checkpoint --protocols X` reproduces X's logged number alone."""
+    if generator is not None:
+        generator.manual_seed(int(np.random.default_rng([*key, 1]).integers(2**62)))
+
+
+def _evaluate(
+    policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy, generator
+):  # fmt: skip
     test_tasks = omrl_envs.TEST_TASKS
     tasks = [t for t in test_tasks for _ in range(eval_runs)]
     envs = [omrl_envs.make_env(env_id, t) for t in tasks]
@@ -620,24 +672,28 @@ def _evaluate(policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed,
     for t in test_tasks:
         draws = reference_rng.integers(0, int(data.counts[t]), size=CONTEXT_SHIFT_REFERENCE_SIZE)
         reference.append(data.rows[int(data.offsets[t]) + torch.as_tensor(draws, device=device)])
+    reseed(generator, eval_seed, len(PROTOCOLS))
     with torch.inference_mode():
         counts = torch.full((len(test_tasks),), CONTEXT_SHIFT_REFERENCE_SIZE, device=device)
         z_offline = infer_z_fn(torch.stack(reference), counts)
         task_spread = torch.cdist(z_offline, z_offline).sum() / (len(test_tasks) * (len(test_tasks) - 1))
     results = {}
     for protocol in protocols:
-        scored, z = run_protocol(
+        reseed(generator, eval_seed, PROTOCOLS.index(protocol))
+        scored, explored, z = run_protocol(
             protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device
         )
         final = np.array([s[-1] for s in scored])
         z_reference = z_offline[[test_tasks.index(t) for t in tasks]]
         shift = ((z - z_reference).norm(dim=-1) / task_spread).cpu().numpy()
-        num_episodes = max(len(s) for s in scored)
+        num_rounds = max(len(s) for s in scored)  # runs whose scored episodes end early have more rounds
         results[protocol] = {
             "return": float(final.mean()),
             "per_task": {str(t): float(final[np.array(tasks) == t].mean()) for t in test_tasks},
-            "per_episode": [float(np.mean([s[k] for s in scored if len(s) > k])) for k in range(num_episodes)],
+            "per_round": [float(np.mean([s[k] for s in scored if len(s) > k])) for k in range(num_rounds)],
+            "per_round_runs": [sum(len(s) > k for s in scored) for k in range(num_rounds)],
             "per_run": [[float(r) for r in s] for s in scored],
+            "exploration_transitions": explored,
             "context_shift": float(shift.mean()),
             "context_shift_per_task": {str(t): float(shift[np.array(tasks) == t].mean()) for t in test_tasks},
         }
@@ -654,8 +710,10 @@ def log_evaluation(writer: SummaryWriter, results: dict, step: int) -> None:
     for protocol, result in results.items():
         writer.add_scalar(f"eval/{protocol}/return", result["return"], step)
         writer.add_scalar(f"eval/{protocol}/context_shift", result["context_shift"], step)
-        for k, value in enumerate(result["per_episode"], start=1):
-            writer.add_scalar(f"eval/{protocol}/episode_return/{k:02d}", value, step)
+        runs = len(result["per_run"])  # rounds that every run reached: late rounds of a few runs would bias the curve
+        for k, (value, count) in enumerate(zip(result["per_round"], result["per_round_runs"], strict=True), start=1):
+            if count == runs:
+                writer.add_scalar(f"eval/{protocol}/round_return/{k:02d}", value, step)
     if "online-proximal" in results:
         writer.add_scalar("eval/context_shift", results["online-proximal"]["context_shift"], step)
 
@@ -681,6 +739,31 @@ def check_finite(loss_sums: dict, first_step: int, last_step: int, checkpoint_pa
         raise SystemExit(
             f"error: non-finite {', '.join(bad)} between gradient steps {first_step} and {last_step}; stopped ({kept})"
         )
+
+
+def run_record(step: int, args, results: dict, data: OfflineData, device, wall_seconds: float | None = None) -> dict:
+    """final_eval.json / --eval-output: the evaluation, the options, and what produced it (data, code, machine)."""
+    return {
+        "step": step,
+        "args": asdict(args),
+        "protocols": results,
+        "dataset": data.fingerprint,
+        "code": omrl_envs.code_version(__file__, omrl_envs.__file__),
+        "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+    }
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor, seed: int, step: int) -> None:
+    """The training RNG of a checkpoint; one saved on another device type (CUDA vs CPU states differ) cannot be
+    mapped, so the stream is reseeded from (seed, step): the run goes on, not bit-identically."""
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+    else:
+        generator.manual_seed(int(np.random.default_rng([seed, step]).integers(2**62)))
+        print(f"note: the checkpoint's RNG state is from another device type; reseeded from seed {seed}, step {step}")
 
 
 # ---- END SHARED BLOCK: logging and run record ----
@@ -718,6 +801,7 @@ if __name__ == "__main__":
 
     obs_stats = None if checkpoint is None else (checkpoint["obs_mean"], checkpoint["obs_std"])
     data = load_offline_data(args.env_id, args.data_dir, args.normalize_states, device, obs_stats)
+    check_dataset(checkpoint, data, checkpoint_file)
     obs_dim, act_dim, latent = data.obs_dim, data.act_dim, args.latent_dim
     context_encoder = ContextEncoder(data.context_dim, args.encoder_hidden, latent).to(device)
     club_net = ClubNet(obs_dim + act_dim, args.encoder_hidden, latent).to(device)
@@ -754,10 +838,9 @@ if __name__ == "__main__":
         return infer_z(context_encoder, context, counts, data.context_dim)
 
     def run_evaluation():
-        eval_generator.manual_seed(args.eval_seed)  # the same samples at every evaluation, and on re-evaluation
         return evaluate(
             policy, infer_z_fn, data, args.env_id, args.protocols, args.eval_runs, args.eval_seed, noise, device,
-            stochastic_policy,
+            stochastic_policy, eval_generator,  # reseeded per protocol: the same samples at every evaluation
         )  # fmt: skip
 
     if checkpoint is not None:
@@ -767,16 +850,16 @@ if __name__ == "__main__":
         results = run_evaluation()
         print_evaluation(results, checkpoint["step"])
         output = Path(args.eval_output or Path(args.eval_checkpoint).with_name("reeval.json"))
-        record = {"step": checkpoint["step"], "args": asdict(args), "protocols": results}
-        omrl_envs.atomic_write_json(output, record)
+        omrl_envs.atomic_write_json(output, run_record(checkpoint["step"], args, results, data, device))
         print(f"wrote {output}")
         sys.exit(0)
 
-    start_step = 1
+    start_step, wall_before = 1, 0.0
     if checkpoint is not None:  # --resume: the optimisers and the training RNG continue where the checkpoint stopped
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
-        generator.set_state(checkpoint["generator"])
+        restore_generator(generator, checkpoint["generator"], args.seed, checkpoint["step"])
+        wall_before = checkpoint.get("wall_seconds", 0.0)  # training time before the resume
         brac_alpha.fill_(float(checkpoint["brac_alpha"]))
         start_step = checkpoint["step"] + 1
 
@@ -822,6 +905,8 @@ if __name__ == "__main__":
                 "obs_mean": data.obs_mean,
                 "obs_std": data.obs_std,
                 "generator": generator.get_state(),
+                "dataset": data.fingerprint,
+                "wall_seconds": wall_before + time.time() - start_time,
                 "brac_alpha": brac_alpha,
             },
             checkpoint_path,
@@ -937,13 +1022,13 @@ if __name__ == "__main__":
             writer.add_scalar("charts/eval_seconds", time.time() - eval_start, step)
             log_evaluation(writer, results, step)
             print_evaluation(results, step)
-            save_checkpoint(step)
-            with open(run_dir / "eval_history.jsonl", "a") as f:
+            with open(run_dir / "eval_history.jsonl", "a") as f:  # before the checkpoint: a resume never loses it
                 f.write(json.dumps({"step": step, "protocols": results}) + "\n")
+            save_checkpoint(step)
 
-    omrl_envs.atomic_write_json(
-        run_dir / "final_eval.json", {"step": args.num_train_steps, "args": asdict(args), "protocols": results}
-    )
+    wall_seconds = wall_before + time.time() - start_time
+    record = run_record(args.num_train_steps, args, results, data, device, wall_seconds)
+    omrl_envs.atomic_write_json(run_dir / "final_eval.json", record)
     writer.close()
     print(f"done in {time.time() - start_time:.0f} s; run record in {run_dir}", flush=True)
     headline = f"{results[HEADLINE_PROTOCOL]['return']:.2f}" if HEADLINE_PROTOCOL in results else "not run"

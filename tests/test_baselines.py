@@ -265,7 +265,7 @@ def test_run_record_and_every_protocol(script, tiny_runs):
         "losses/critic_loss", "losses/actor_loss", "losses/value_loss", "losses/dual_critic_loss",
         *(f"losses/{k}" for k in encoder_keys.get(script, ["kl_loss"])), "charts/divergence", "charts/brac_alpha",
         "charts/log_pi", "charts/SPS", *(f"eval/{p}/return" for p in MODULES[script].PROTOCOLS),
-        "eval/online-random/episode_return/20", "eval/context_shift",
+        "eval/online-random/round_return/20", "eval/context_shift",
     ):  # fmt: skip
         assert key in tags, key
     assert [step for step, _ in tags["losses/critic_loss"]] == [10, 20, 30, 40]

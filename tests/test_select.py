@@ -123,9 +123,12 @@ def assert_tiny_evaluation_record(run_dir: Path, protocols) -> dict:
     final = json.loads((run_dir / "final_eval.json").read_text())
     assert final["step"] == 40 and set(final["protocols"]) == set(protocols)
     for result in final["protocols"].values():
-        assert len(result["per_task"]) == 10 and len(result["per_episode"]) == 20
-        assert result["return"] == pytest.approx(result["per_episode"][-1])
+        assert len(result["per_task"]) == 10 and len(result["per_round"]) == 20
+        assert result["per_round_runs"] == [10] * 20  # every run of every test task reaches every round
+        assert result["return"] == pytest.approx(result["per_round"][-1])
         assert np.isfinite(result["context_shift"])
+    assert final["dataset"]["content_hash"] and len(final["dataset"]["transitions_per_task"]) == 40
+    assert final["code"]["files"]["omrl_envs.py"] and final["wall_seconds"] > 0 and final["threads"] >= 1
     history = [json.loads(line) for line in (run_dir / "eval_history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [20, 40]
     return final
@@ -242,7 +245,7 @@ def test_twin_critic_members_are_independent_mlps():
 def test_meta_batch_rows_come_from_their_own_task():
     rows = torch.arange(10, dtype=torch.float32)[:, None].repeat(1, 3)
     counts = torch.tensor([2, 5, 3])
-    data = sel.OfflineData(rows, torch.tensor([0, 2, 7]), counts, np.zeros(1), np.ones(1), 1, 1, 2)
+    data = sel.OfflineData(rows, torch.tensor([0, 2, 7]), counts, np.zeros(1), np.ones(1), 1, 1, 2, {})
     sample = sel.sample_rows(data, torch.tensor([2, 0, 1]), 500, torch.Generator().manual_seed(0))
     first = sample[..., 0]
     assert set(first[0].tolist()) == {7.0, 8.0, 9.0}
@@ -279,7 +282,7 @@ def test_protocol_budgets_and_contexts(tiny_data):
         seen.clear()
         results = sel.evaluate(toward_goal_of_z, infer_z_fn, data, "point-robot", (protocol,), 1, 0, noise, "cpu")
         result = results[protocol]
-        assert len(result["per_episode"]) == 20 and len(result["per_task"]) == 10
+        assert len(result["per_round"]) == 20 and len(result["per_task"]) == 10
         # walking right along y = 0 is task-blind: every scored episode returns the same on a task
         assert all(len(set(np.round(run, 9))) == 1 for run in result["per_run"])
         final_counts = seen[-1].tolist()
@@ -290,6 +293,7 @@ def test_protocol_budgets_and_contexts(tiny_data):
         if protocol in ("online-random", "online-proximal"):
             assert final_counts == [400] * 10  # 20 exploration episodes, re-inferred before each scored one
             assert [c.tolist() for c in seen[1:4]] == [[0] * 10, [20] * 10, [40] * 10]  # prior, then growing
+            assert result["exploration_transitions"] == [[20] * 20] * 10  # one horizon per round
 
 
 def test_exploration_actions_follow_the_protocol(tiny_data):
@@ -306,10 +310,46 @@ def test_exploration_actions_follow_the_protocol(tiny_data):
         (sel.RANDOM, lambda a: np.abs(a).max() > 0.9 and np.abs(a).max() <= 1),
         (sel.PROXIMAL, lambda a: 0 < np.abs(a).max() <= 0.2 + 1e-9),  # clip(N(0, 1), -0.2, 0.2) around pi = 0
     ):
-        modes = np.full(2, mode)
+        modes = lambda t, mode=mode: np.full(2, mode)
         _, lengths, rows = sel.rollout(envs, active, z, modes, still, None, rng, data, (1.0, -0.2, 0.2), None, "cpu")
         actions = torch.cat(rows)[:, 2:4].numpy()
         assert lengths.tolist() == [20, 20] and check(actions), (mode, actions[:3])
+
+
+def test_online_random_switches_to_the_policy_per_step():
+    """CSRO's switch: uniform random while spent + t < budget / 2, per step of the round, per run."""
+    spent = np.array([0, 200, 300, 480])
+    modes = np.array([sel.exploration_modes("online-random", spent, t, 600) for t in range(200)])  # (t, run)
+    assert (modes[:, 0] == sel.RANDOM).all()  # 0 + 199 < 300
+    assert (modes[:100, 1] == sel.RANDOM).all() and (modes[100:, 1] == sel.STOCHASTIC).all()  # 100 random + 100 pi
+    assert (modes[:, 2:] == sel.STOCHASTIC).all()
+    assert (sel.exploration_modes("online-proximal", spent, 0, 600) == sel.PROXIMAL).all()
+
+
+def test_an_exploration_round_holds_one_horizon_across_early_ends(tiny_data):
+    """An episode that ends early is followed by another until the round holds one horizon; the last one is cut."""
+    data = sel.load_offline_data("point-robot", str(tiny_data), False, torch.device("cpu"))
+
+    class Falls(omrl_envs.PointRobotEnv):  # a Point-Robot that terminates after 7 steps
+        def reset(self, *, seed=None, options=None):
+            self.steps = 0
+            return super().reset(seed=seed, options=options)
+
+        def step(self, action):
+            self.steps += 1
+            obs, reward, _, truncated, info = super().step(action)
+            return obs, reward, self.steps == 7, truncated, info
+
+    envs = [Falls() for _ in range(3)]
+    active, z, rng = np.array([True, False, True]), torch.zeros(3, 1), np.random.default_rng(0)
+    random = lambda t: np.full(3, sel.RANDOM)
+    still = lambda obs, z: torch.zeros(len(obs), 2)
+    returns, lengths, rows = sel.rollout(envs, active, z, random, still, None, rng, data, (0.3, -0.5, 0.5), None,
+                                         "cpu", steps=20)  # fmt: skip
+    assert [len(r) for r in rows] == [20, 0, 20] and lengths.tolist() == [7, 0, 7]
+    terminations = rows[0][:, -1].tolist()
+    assert [i for i, d in enumerate(terminations) if d] == [6, 13]  # episodes of 7, 7 and a cut one of 6
+    assert returns[0] == pytest.approx(float(rows[0][:7, 4].sum()))  # the first episode's return
 
 
 def test_an_oracle_policy_reaches_the_oracle_return(tiny_data):
@@ -355,7 +395,7 @@ def test_run_record_and_every_protocol(tiny_run):
         "losses/critic_loss", "losses/actor_loss", "losses/value_loss", "losses/focal_loss", "losses/club_loss",
         "losses/club_model_loss", "charts/bc_weight_mean", "charts/SPS", "eval/context_shift",
         *(f"eval/{p}/return" for p in sel.PROTOCOLS), *(f"eval/{p}/context_shift" for p in sel.PROTOCOLS),
-        "eval/online-proximal/episode_return/01", "eval/online-proximal/episode_return/20",
+        "eval/online-proximal/round_return/01", "eval/online-proximal/round_return/20",
     ):  # fmt: skip
         assert key in tags, key
     assert [step for step, _ in tags["losses/critic_loss"]] == [10, 20, 30, 40]
