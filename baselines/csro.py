@@ -128,7 +128,10 @@ class Args:
     dual_critic_steps: int = 3
     """updates of the dual critic per gradient step, each on a fresh batch of the meta-batch's tasks"""
     gradient_penalty_weight: float = 5.0
-    """weight of the gradient penalty on the dual critic"""
+    """weight of the penalty on the dual critic"""
+    gradient_penalty: str = "value"
+    """penalty on the dual critic at interpolated actions: 'value' (the reference code's mean(max(|c| - 1, 0)^2)) or
+    'gradient' (BRAC's mean(max(||dc/da|| - 1, 0)^2))"""
     policy_regularization: float = 1e-3
     """weight of the L2 penalties on the actor's pre-tanh mean and log-std"""
     normalize_states: bool | None = None
@@ -189,6 +192,8 @@ def resolve_args(args: Args) -> Args:
         check(getattr(args, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("gradient_penalty_weight", "policy_regularization"):
         check(getattr(args, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    penalty = args.gradient_penalty
+    check(penalty in ("value", "gradient"), f"--gradient-penalty must be value or gradient, got {penalty!r}")
     check(args.learning_rate > 0, f"--learning-rate must be positive, got {args.learning_rate}")
     check(0 <= args.gamma < 1, f"--gamma must be in [0, 1), got {args.gamma}")
     check(0 < args.tau <= 1, f"--tau must be in (0, 1], got {args.tau}")
@@ -449,16 +454,20 @@ def dual_kl_estimate(c_data: torch.Tensor, c_policy: torch.Tensor) -> torch.Tens
     return -F.softplus(c_data) + torch.log(F.softplus(c_policy) + 1e-8) + 1.0
 
 
-def dual_critic_loss_fn(dual_critic, obs, action, policy_action, z, penalty_weight: float, generator):
-    """c maximises D, with BRAC's gradient penalty mean(max(||dc/da|| - 1, 0)^2) at actions interpolated between the
-    policy's and the data's. CSRO's code (FOCAL's port of BRAC) penalises c's value |c(s, a_interp)| instead of its
-    gradient, a port bug: this is the true gradient penalty."""
+def dual_critic_loss_fn(dual_critic, obs, action, policy_action, z, penalty_weight: float, penalty: str, generator):
+    """c maximises D, with a penalty at actions a_int interpolated between the policy's and the data's: the reference
+    code's (CSRO, from FOCAL's port of BRAC) on c's value, mean(max(|c(s, a_int)| - 1, 0)^2), or BRAC's gradient
+    penalty mean(max(||dc/da (s, a_int)|| - 1, 0)^2)."""
     u = torch.rand(len(obs), 1, generator=generator, device=obs.device)
-    interpolated = (policy_action + u * (action - policy_action)).requires_grad_(True)
-    (grad,) = torch.autograd.grad(dual_critic(obs, interpolated, z).sum(), interpolated, create_graph=True)
-    penalty = ((grad.pow(2).sum(-1) + 1e-8).sqrt() - 1.0).clamp(min=0.0).pow(2).mean()
+    interpolated = policy_action + u * (action - policy_action)
+    if penalty == "value":
+        excess = dual_critic(obs, interpolated, z)[0].abs() - 1.0
+    else:
+        interpolated.requires_grad_(True)
+        (grad,) = torch.autograd.grad(dual_critic(obs, interpolated, z).sum(), interpolated, create_graph=True)
+        excess = (grad.pow(2).sum(-1) + 1e-8).sqrt() - 1.0
     divergence = dual_kl_estimate(dual_critic(obs, action, z)[0], dual_critic(obs, policy_action, z)[0])
-    return -divergence.mean() + penalty_weight * penalty
+    return -divergence.mean() + penalty_weight * excess.clamp(min=0.0).pow(2).mean()
 
 
 def critic_value_losses(critic, value_target, value_net, batch, z, policy_sample, reward_scale: float, gamma: float):
@@ -963,7 +972,14 @@ if __name__ == "__main__":
             with torch.no_grad():
                 c_policy_action = actor.sample(c_obs, z_rl, generator)[0]
             dual_critic_loss = dual_critic_loss_fn(
-                dual_critic, c_obs, c_action, c_policy_action, z_rl, args.gradient_penalty_weight, generator
+                dual_critic,
+                c_obs,
+                c_action,
+                c_policy_action,
+                z_rl,
+                args.gradient_penalty_weight,
+                args.gradient_penalty,
+                generator,
             )
             optimizers["dual_critic"].zero_grad(set_to_none=True)
             dual_critic_loss.backward()

@@ -73,7 +73,7 @@ def test_per_env_table_fills_every_table_option_for_every_family(script):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_dual_kl_estimate_and_true_gradient_penalty(script):
+def test_dual_kl_estimate_and_both_penalties_hand_computed(script):
     m = MODULES[script]
     c_data, c_policy = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -1.0])
     expected = [-softplus(a) + math.log(softplus(b) + 1e-8) + 1 for a, b in ((0, 0), (2, -1))]
@@ -85,18 +85,26 @@ def test_dual_kl_estimate_and_true_gradient_penalty(script):
     def linear_critic(w, b):  # c(s, a, z) = w . a + b: ||dc/da|| = ||w|| wherever a is
         return lambda o, a, zz: (a @ torch.tensor(w) + b)[None]
 
-    def loss(w, b):
+    def loss(w, b, penalty):
         gen = torch.Generator().manual_seed(0)
-        return m.dual_critic_loss_fn(linear_critic(w, b), obs, action, policy_action, z, 5.0, gen)
+        return m.dual_critic_loss_fn(linear_critic(w, b), obs, action, policy_action, z, 5.0, penalty, gen)
 
     def minus_mean_d(w, b):
         c = linear_critic(w, b)
         return -m.dual_kl_estimate(c(obs, action, z)[0], c(obs, policy_action, z)[0]).mean()
 
-    # ||grad|| = 5: penalty 5 * (5 - 1)^2 = 80 (up to the 1e-8 under the square root)
-    torch.testing.assert_close(loss([3.0, 4.0], 0.0), minus_mean_d([3.0, 4.0], 0.0) + 80.0)
-    # ||grad|| = 0.5 < 1: no penalty, however large c's value (CSRO's value penalty would give 5 (100.x - 1)^2)
-    torch.testing.assert_close(loss([0.3, 0.4], 100.0), minus_mean_d([0.3, 0.4], 100.0))
+    # gradient: ||grad|| = 5 gives 5 * (5 - 1)^2 = 80 (up to the 1e-8 under the square root)
+    torch.testing.assert_close(loss([3.0, 4.0], 0.0, "gradient"), minus_mean_d([3.0, 4.0], 0.0) + 80.0)
+    # gradient: ||grad|| = 0.5 < 1: no penalty, however large c's value
+    torch.testing.assert_close(loss([0.3, 0.4], 100.0, "gradient"), minus_mean_d([0.3, 0.4], 100.0))
+    # value (the reference's): c(a_int) = 0.3 a1 + 0.4 a2 + 100 at a_int = pi + u (a - pi), u the generator's draws
+    u = torch.rand(2, 1, generator=torch.Generator().manual_seed(0))
+    a_int = policy_action + u * (action - policy_action)
+    c_int = a_int @ torch.tensor([0.3, 0.4]) + 100.0
+    expected_penalty = 5.0 * ((c_int.abs() - 1.0) ** 2).mean()
+    torch.testing.assert_close(loss([0.3, 0.4], 100.0, "value"), minus_mean_d([0.3, 0.4], 100.0) + expected_penalty)
+    # value: |c| <= 1 everywhere on the segment gives no penalty, however steep c is in a
+    torch.testing.assert_close(loss([0.0, 0.0], 0.5, "value"), minus_mean_d([0.0, 0.0], 0.5))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -108,7 +116,7 @@ def test_gradient_penalty_trains_the_dual_critic(script):
     c = m.TwinCritic(2 + 2 + 3, (8, 8), num_members=1)
     obs, z = torch.randn(6, 2), torch.randn(6, 3)
     action, policy_action = torch.rand(6, 2) * 2 - 1, torch.rand(6, 2) * 2 - 1
-    loss = m.dual_critic_loss_fn(c, obs, action, policy_action, z, 5.0, torch.Generator().manual_seed(3))
+    loss = m.dual_critic_loss_fn(c, obs, action, policy_action, z, 5.0, "gradient", torch.Generator().manual_seed(3))
     u = torch.rand(6, 1, generator=torch.Generator().manual_seed(3))
     a_interp = (policy_action + u * (action - policy_action)).requires_grad_(True)
     (grad,) = torch.autograd.grad(c(obs, a_interp, z).sum(), a_interp)
@@ -281,6 +289,11 @@ def test_reevaluating_a_checkpoint_reproduces_the_logged_numbers(script, tiny_ru
     run_script(f"baselines/{script}.py", "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output)
     final = json.loads((run_dir / "final_eval.json").read_text())
     assert json.loads(output.read_text())["protocols"] == final["protocols"]  # exactly, stochastic exploration included
+    for protocol in sel.PROTOCOLS:  # each protocol's samples are its own: alone, it gives the logged number
+        output = tmp_path / f"{protocol}.json"
+        run_script(f"baselines/{script}.py", "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output,
+                   "--protocols", protocol)  # fmt: skip
+        assert json.loads(output.read_text())["protocols"] == {protocol: final["protocols"][protocol]}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -420,6 +420,65 @@ def test_reevaluating_a_checkpoint_reproduces_the_logged_numbers(tiny_run, tmp_p
     assert again["protocols"]["online-proximal"] != final["protocols"]["online-proximal"]
 
 
+def test_each_protocol_alone_reproduces_its_logged_number(tiny_run, tmp_path):
+    """Every protocol's random streams are its own ([eval_seed, protocol]): re-evaluating one protocol alone gives
+    the number the run logged with all four."""
+    final = json.loads((tiny_run / "final_eval.json").read_text())
+    for protocol in sel.PROTOCOLS:
+        output = tmp_path / f"{protocol}.json"
+        run_script("select.py", "--eval-checkpoint", tiny_run / "checkpoint.pt", "--eval-output", output,
+                   "--protocols", protocol, timeout=120)  # fmt: skip
+        assert json.loads(output.read_text())["protocols"] == {protocol: final["protocols"][protocol]}
+
+
+def test_a_checkpoint_refuses_another_dataset(tiny_run, tmp_path):
+    """--eval-checkpoint (and --resume) on data other than the run's stops in one line naming both fingerprints."""
+    other = tmp_path / "other"
+    write_scripted_point_robot_dataset(other, seed=1)
+    saved = json.loads((tiny_run / "final_eval.json").read_text())["dataset"]
+    proc = run_script("select.py", "--eval-checkpoint", tiny_run / "checkpoint.pt", "--data-dir", other, check=False)
+    assert_one_line_error(proc, saved["content_hash"][:12], "--data-dir")
+    current = omrl_envs.dataset_fingerprint(*omrl_envs.load_dataset(other / "point-robot", "point-robot"))
+    assert current["content_hash"] != saved["content_hash"] and current["content_hash"][:12] in proc.stderr
+
+
+def test_a_checkpoint_saved_on_cuda_reevaluates_and_resumes_on_cpu(tiny_data, tiny_run, tmp_path):
+    """A CUDA run's checkpoint holds CUDA tensors (mapped to the CPU by torch.load) and a CUDA generator state (16
+    bytes, Philox): simulated here by that state; re-evaluation gives the logged numbers, resume reseeds and goes on."""
+    run_dir = tmp_path / "from_cuda"
+    shutil.copytree(tiny_run, run_dir)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    checkpoint["generator"] = torch.zeros(16, dtype=torch.uint8)  # torch.cuda's generator state: seed and offset
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+    output = tmp_path / "reeval.json"
+    run_script("select.py", "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output, timeout=120)
+    final = json.loads((tiny_run / "final_eval.json").read_text())
+    assert json.loads(output.read_text())["protocols"] == final["protocols"]
+    proc = run_script("select.py", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--run-name", "from_cuda",
+                      "--resume", "--num-train-steps", "60", timeout=300)  # fmt: skip
+    assert "reseeded from seed 1, step 40" in proc.stdout
+    assert json.loads((run_dir / "final_eval.json").read_text())["step"] == 60
+
+
+def test_exploration_rounds_hold_a_horizon_on_a_terminating_family(tmp_path):
+    """Hopper (terminates when it falls) at tiny size, data from collect_sac.py: every exploration round of the two
+    online-exploration protocols holds one horizon (200) of transitions, although its episodes end early."""
+    collect = ["--total-steps", "60", "--random-steps", "20", "--checkpoint-every", "20", "--first-checkpoint", "40",
+               "--episodes-per-checkpoint", "1", "--hidden-dim", "16", "--batch-size", "16"]  # fmt: skip
+    run_script("collect_sac.py", "--env-id", "hopper-rand-params", "--data-dir", tmp_path, *collect, timeout=300)
+    protocols = ("online-random", "online-proximal")
+    select_run(tmp_path, tmp_path, "hopper", "--env-id", "hopper-rand-params", "--num-train-steps", "10",
+               "--eval-every", "10", "--protocols", *protocols, timeout=600)  # fmt: skip
+    final = json.loads((tmp_path / "hopper" / "final_eval.json").read_text())
+    for protocol in protocols:
+        result = final["protocols"][protocol]
+        explored, scored = result["exploration_transitions"], result["per_run"]
+        assert [len(rounds) for rounds in explored] == [len(runs) for runs in scored]  # a round per scored episode
+        assert all(n >= 200 for rounds in explored for n in rounds)
+        assert max(len(runs) for runs in scored) > 3  # scored episodes end early: more than 600 / 200 rounds
+        assert result["per_round_runs"][0] == 10 and result["per_round_runs"] == sorted(result["per_round_runs"])[::-1]
+
+
 def test_same_seed_same_losses_and_returns(tiny_data, tiny_run, tmp_path):
     select_run(tiny_data, tmp_path, "again")
     select_run(tiny_data, tmp_path, "other_seed", "--seed", "2")
