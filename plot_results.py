@@ -1,142 +1,683 @@
-"""Learning curves and result tables from the runs of select.py and baselines/*.py.
+"""Learning curves and result tables of the study: select.py against the baselines, its ablations, re-evaluations.
 
-Reads every run directory under `--runs-dir` (TensorBoard events plus `args.json`), groups runs by
-environment and method (`exp_name`), and writes, per environment:
-  - `<out-dir>/<env_id>.png`: `eval/<protocol>/return` against gradient steps, mean +- sample std over seeds;
-  - `<out-dir>/results.md`: per method and protocol, the final evaluation as mean +- std over seeds
-    (with the number of seeds), and the best evaluation of the seed-mean curve.
+Reads the committed per-run result files `<results-dir>/<env_id>/<method>__s<seed>.json` (schema 1, written by the
+study runner) and, with `--runs-dir`, the TensorBoard run directories of work in progress. Writes, per environment:
+  - `<out-dir>/<env_id>.png`: the paper's Figure 1: one panel per protocol, test-task return against gradient steps,
+    mean and sample std over seeds of every training method, the env's reference returns as horizontal lines;
+  - `<out-dir>/summary.png`: one panel per env, each method's best online protocol;
+  - `<out-dir>/results.md` (also printed): (1) final return per method and protocol, (2) SELECT against each
+    baseline: difference of means with rliable's stratified-bootstrap interval and probability of improvement,
+    (3) ablations beside their base method at the same gradient step, (4) re-evaluations beside the runs they
+    re-evaluate. An ablation or a re-evaluation is never merged into its base method.
+`--readme README.md` replaces each block between the lines `<!-- results:<env_id> -->` and `<!-- /results:<env_id> -->`
+with that env's tables; `--check-readme README.md` exits 1 when such a block is out of date.
 
-    python plot_results.py --runs-dir runs --out-dir plots
+    python plot_results.py                                   # results/ -> docs/*.png, docs/results.md
+    python plot_results.py --runs-dir runs --out-dir plots   # the runs in progress too
+    python plot_results.py --readme README.md                # and the README's marked blocks
 """
 
 import json
+import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tyro
 
-PROTOCOLS = ("offline", "online-prior", "online-random", "online-proximal")
+PROTOCOLS = ("offline", "online-prior", "online-random", "online-proximal")  # benchmark.md §3
+ONLINE_PROTOCOLS = PROTOCOLS[1:]
+METHOD_ORDER = ("select", "csro", "focal", "offpearl", "corro", "borel")  # then the others alphabetically
+ANCHORS = {  # reference returns on the test tasks (benchmark.md §4), drawn as horizontal lines and listed in the table
+    "point-robot": {"oracle": -3.86, "task-blind": -15.1, "uniform random": -20.4},
+}
+BOOTSTRAP_SEED = 0  # the tables are reproducible: every comparison resamples from this seed
+BOOTSTRAP_REPS = 10_000
+RESULT_NAME = re.compile(r"(?P<method>.+)__s(?P<seed>\d+)")  # <method>__s<seed>, result files and study run dirs
+MARKER = re.compile(r"^<!-- results:(?P<env_id>[\w.-]+) -->$", re.MULTILINE)
 
 
 @dataclass
 class Args:
-    runs_dir: str = "runs"
-    """folder holding the run directories (each with args.json and TensorBoard events)"""
-    out_dir: str = "plots"
-    """where the PNG curves and results.md are written"""
-    env_id: str | None = None
-    """only this environment (default: every environment found)"""
+    results_dir: str = "results"
+    """folder of the per-run result files, <results-dir>/<env-id>/<method>__s<seed>.json"""
+    runs_dir: str | None = None
+    """also read the TensorBoard run directories under this folder (work in progress; result files win on a tie)"""
+    out_dir: str = "docs"
+    """where <env-id>.png, summary.png and results.md are written"""
+    env_ids: tuple[str, ...] = ()
+    """only these environments (default: every environment found)"""
+    methods: tuple[str, ...] = ()
+    """only these methods' rows and curves (default: every method found)"""
     protocols: tuple[str, ...] = PROTOCOLS
     """meta-test protocols to plot and tabulate"""
+    bootstrap_reps: int = BOOTSTRAP_REPS
+    """bootstrap resamples behind each interval of the SELECT-against-baseline table"""
+    readme: str | None = None
+    """also replace the marked results block of each env in this file (e.g. README.md)"""
+    check_readme: str | None = None
+    """write nothing; exit 1 if a marked results block in this file differs from what would be generated"""
 
 
-def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """All scalar series of one run's TensorBoard events: {tag: (steps, values)}."""
+class InputError(Exception):
+    """Bad input, reported as one line."""
+
+
+@dataclass
+class Run:
+    """One seed of one method: its final evaluation and its learning curve."""
+
+    env_id: str
+    method: str
+    seed: int
+    variant_of: str | None  # an ablation's base method
+    reevaluates: str | None  # "<base>__s<seed>": a re-evaluation of that run's checkpoint
+    step: int  # gradient step of the final evaluation
+    planned_steps: int  # the step the run was meant to reach (args.num_train_steps)
+    final: dict  # {protocol: {"return": float, "per_task": {task: float} | None, "context_shift": float | None}}
+    curve: dict = field(default_factory=dict)  # {protocol: {step: (return, context_shift)}}
+    source: str = ""
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading result files and run directories
+# ------------------------------------------------------------------------------------------------
+def protocol_results(protocols: dict) -> dict:
+    """The fields used here of a final evaluation's per-protocol results."""
+    return {
+        p: {"return": float(r["return"]), "per_task": r.get("per_task"), "context_shift": r.get("context_shift")}
+        for p, r in protocols.items()
+    }
+
+
+def load_result_file(path: Path) -> Run:
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(record, dict) or record.get("schema") != 1:
+        schema = record.get("schema") if isinstance(record, dict) else None
+        raise InputError(f"{path} is not a schema-1 result file (schema {schema!r})")
+    try:
+        curve = record["curve"]
+        steps = [int(s) for s in curve["steps"]]
+        run = Run(
+            env_id=record["env_id"],
+            method=record["method"],
+            seed=int(record["seed"]),
+            variant_of=record.get("variant_of"),
+            reevaluates=record.get("reevaluates"),
+            step=int(record["final"]["step"]),
+            planned_steps=int(record.get("args", {}).get("num_train_steps") or record["final"]["step"]),
+            final=protocol_results(record["final"]["protocols"]),
+            source=str(path),
+        )
+        for protocol, returns in curve["return"].items():
+            shifts = curve.get("context_shift", {}).get(protocol) or [None] * len(steps)
+            if len(returns) != len(steps) or len(shifts) != len(steps):
+                raise ValueError(f"curve of {protocol} has {len(returns)} values for {len(steps)} steps")
+            run.curve[protocol] = dict(zip(steps, zip(map(float, returns), shifts)))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{path} is not a valid result file ({type(error).__name__}: {error})") from None
+    if run.reevaluates is not None and not RESULT_NAME.fullmatch(str(run.reevaluates)):
+        raise InputError(f"{path}: reevaluates {run.reevaluates!r} is not <method>__s<seed>")
+    if path.name != f"{run.method}__s{run.seed}.json" or path.parent.name != run.env_id:
+        raise InputError(f"{path} holds {run.env_id}/{run.method}__s{run.seed}.json: file name and content disagree")
+    return run
+
+
+def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    """All scalar series of one run's TensorBoard events: {tag: {step: value}}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    series = {}
-    for tag in accumulator.Tags()["scalars"]:
-        events = accumulator.Scalars(tag)
-        series[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
-    return series
+    return {tag: {e.step: e.value for e in accumulator.Scalars(tag)} for tag in accumulator.Tags()["scalars"]}
 
 
-def collect_runs(runs_dir: Path, env_id: str | None) -> dict:
-    """{env_id: {method: [scalars of each seed's run]}} for the runs that have evaluations."""
-    runs = defaultdict(lambda: defaultdict(list))
-    for args_file in sorted(runs_dir.glob("*/args.json")):
-        args = json.loads(args_file.read_text())
-        if env_id is not None and args.get("env_id") != env_id:
-            continue
-        scalars = read_scalars(args_file.parent)
-        if any(tag.startswith("eval/") for tag in scalars):
-            runs[args["env_id"]][args["exp_name"]].append(scalars)
-    return runs
+def load_run_dir(run_dir: Path) -> Run | None:
+    """A run directory of select.py or a baseline (args.json, TensorBoard events), or None before its first
+    evaluation. The final evaluation is final_eval.json, else the latest line of eval_history.jsonl, else the latest
+    logged evaluation (then without per-task scores). A directory named <name>__s<seed> (the study runner's names)
+    is method <name>; when <name> is not the script's exp_name, it is an ablation of that script."""
+    try:
+        args = json.loads((run_dir / "args.json").read_text())
+        scalars = read_scalars(run_dir)
+        curve = {}
+        for protocol in PROTOCOLS:
+            returns, shifts = scalars.get(f"eval/{protocol}/return", {}), scalars.get(f"eval/{protocol}/context_shift")
+            if returns:
+                curve[protocol] = {s: (v, (shifts or {}).get(s)) for s, v in sorted(returns.items())}
+        if (run_dir / "final_eval.json").is_file():
+            final = json.loads((run_dir / "final_eval.json").read_text())
+        elif (run_dir / "eval_history.jsonl").is_file() and (run_dir / "eval_history.jsonl").read_text().strip():
+            final = json.loads((run_dir / "eval_history.jsonl").read_text().strip().splitlines()[-1])
+        elif curve:
+            step = max(max(c) for c in curve.values())
+            final = {
+                "step": step,
+                "protocols": {
+                    p: {"return": c[step][0], "context_shift": c[step][1]} for p, c in curve.items() if step in c
+                },
+            }
+        else:
+            return None
+        name = RESULT_NAME.fullmatch(run_dir.name)
+        method = name["method"] if name and int(name["seed"]) == args["seed"] else args["exp_name"]
+        return Run(
+            env_id=args["env_id"],
+            method=method,
+            seed=int(args["seed"]),
+            variant_of=args["exp_name"] if method != args["exp_name"] else None,
+            reevaluates=None,
+            step=int(final["step"]),
+            planned_steps=int(args.get("num_train_steps") or final["step"]),
+            final=protocol_results(final["protocols"]),
+            curve=curve,
+            source=str(run_dir),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{run_dir} is not a readable run directory ({type(error).__name__}: {error})") from None
 
 
-def seed_curves(seed_runs: list, tag: str):
-    """Evaluation steps shared by all seeds and the (seeds, steps) matrix of values, or None."""
-    series = [run[tag] for run in seed_runs if tag in run]
-    if not series:
+def load_runs(results_dir, runs_dir=None) -> list[Run]:
+    """Every run of the result files and (optionally) the run directories; a result file wins over a run directory
+    with the same env, method and seed, and a later run directory over an earlier one."""
+    results_dir = Path(results_dir)
+    runs = {}
+    if results_dir.is_dir():
+        for path in sorted(results_dir.glob("*/*.json")):
+            run = load_result_file(path)
+            runs[run.env_id, run.method, run.seed] = run
+    if runs_dir is not None:
+        if not Path(runs_dir).is_dir():
+            raise InputError(f"runs directory {runs_dir} does not exist")
+        found = [*Path(runs_dir).glob("*/args.json"), *Path(runs_dir).glob("*/*/args.json")]  # study: <env>/<run>/
+        for args_file in sorted(found):
+            run = load_run_dir(args_file.parent)
+            if run is None:
+                continue
+            key = (run.env_id, run.method, run.seed)
+            if key in runs and Path(runs[key].source).is_file():
+                print(f"note: {run.source} skipped: {runs[key].source} holds that run", file=sys.stderr)
+                continue
+            if key in runs:
+                print(f"note: {runs[key].source} skipped: {run.source} is a later run of it", file=sys.stderr)
+            runs[key] = run
+    if not runs:
+        where = f"{results_dir}/<env-id>/<method>__s<seed>.json" + (
+            f" or run directories under {runs_dir}" if runs_dir else ""
+        )
+        raise InputError(
+            f"no result files found ({where}); the study runner writes them (python benchmarks/study.py"
+            " run), or pass --runs-dir runs to read the TensorBoard run directories of runs in progress"
+        )
+    return list(runs.values())
+
+
+def group_runs(runs: list[Run], env_ids=None) -> dict:
+    """{env_id: {method: [runs, by seed]}}, envs sorted, methods in METHOD_ORDER and then alphabetically."""
+    grouped = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if not env_ids or run.env_id in env_ids:
+            grouped[run.env_id][run.method].append(run)
+    missing = set(env_ids or ()) - set(grouped)
+    if missing:
+        raise InputError(
+            f"no results for {', '.join(sorted(missing))}; found {', '.join(sorted({r.env_id for r in runs}))}"
+        )
+    result = {}
+    for env_id in sorted(grouped):
+        result[env_id] = {m: sorted(grouped[env_id][m], key=lambda r: r.seed) for m in ordered(grouped[env_id])}
+        for method, seeds in result[env_id].items():
+            kinds = {(r.variant_of, r.reevaluates.rsplit("__s", 1)[0] if r.reevaluates else None) for r in seeds}
+            if len(kinds) > 1:
+                raise InputError(
+                    f"{env_id}/{method}: its seeds disagree on variant_of/reevaluates ({sorted(map(str, kinds))})"
+                )
+    return result
+
+
+def method_key(method: str) -> tuple:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def ordered(methods) -> list[str]:
+    return sorted(methods, key=method_key)
+
+
+def is_training(runs: list[Run]) -> bool:
+    return runs[0].reevaluates is None
+
+
+def is_base(runs: list[Run]) -> bool:
+    return runs[0].reevaluates is None and runs[0].variant_of is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Statistics
+# ------------------------------------------------------------------------------------------------
+def sample_std(values) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def fmt(x: float, sign: bool = False) -> str:
+    """Two decimals (with a sign when `sign`); a value that rounds to zero is 0.00, never -0.00."""
+    x = round(float(x), 2) + 0.0  # -0.0 + 0.0 is 0.0
+    return f"{x:+.2f}" if sign else f"{x:.2f}"
+
+
+def mean_std(values) -> str:
+    return f"{fmt(np.mean(values))} ± {fmt(sample_std(values))}" if len(values) else "–"
+
+
+def mean_or_dash(values) -> str:
+    values = [v for v in values if v is not None]
+    return fmt(np.mean(values)) if values else "–"
+
+
+def mean_curve(runs: list[Run], protocol: str):
+    """The evaluation steps that every seed with this protocol has, and the (seeds, steps) matrix of its returns;
+    None if no seed has the protocol."""
+    curves = [run.curve[protocol] for run in runs if run.curve.get(protocol)]
+    if not curves:
         return None
-    steps = sorted(set.intersection(*(set(s.tolist()) for s, _ in series)))
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
     if not steps:
         return None
-    values = np.array([[dict(zip(s.tolist(), v.tolist()))[step] for step in steps] for s, v in series])
-    return np.array(steps), values
+    return np.array(steps), np.array([[c[s][0] for s in steps] for c in curves], dtype=float)
 
 
-def plot_env(env_id: str, methods: dict, protocols, path: Path) -> None:
-    import matplotlib
+def final_step(runs: list[Run]) -> int:
+    """The latest final-evaluation step of a method's seeds (the others are named by stop_notes)."""
+    return max(r.step for r in runs)
 
-    matplotlib.use("Agg")
+
+def stop_notes(method: str, runs: list[Run]) -> list[str]:
+    """A note for each group of seeds that stopped before the others (or before their planned step)."""
+    target, stopped = max(max(r.planned_steps, r.step) for r in runs), defaultdict(list)
+    for run in runs:
+        if run.step < target:
+            stopped[run.step].append(run.seed)
+    common = [c[0][-1] for p in PROTOCOLS if (c := mean_curve(runs, p)) is not None]
+    upto = f" (up to step {max(common):,})" if common else ""
+    notes = []
+    for step, seeds in sorted(stopped.items()):
+        which = f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
+        notes.append(
+            f"{method}: {which} stopped at {step:,} of {target:,} gradient steps; the tables use each seed's own final"
+            f" evaluation, and {method}'s curves are averaged over the steps that every seed has{upto}."
+        )
+    return notes
+
+
+def score_matrix(runs: list[Run], protocol: str):
+    """(seeds, test tasks) matrix of the final per-task returns, or None if a seed lacks them."""
+    per_task = [run.final[protocol].get("per_task") for run in runs if protocol in run.final]
+    if not per_task or any(not p for p in per_task) or any(set(p) != set(per_task[0]) for p in per_task):
+        return None
+    tasks = sorted(per_task[0], key=int)
+    return np.array([[p[t] for t in tasks] for p in per_task], dtype=float)
+
+
+def load_rliable():
+    """rliable's (library, metrics) and None, or None and why it does not import (not installed, or installed with
+    dependencies that fail: arch 7.2 raises TypeError on pandas 3)."""
+    try:
+        from rliable import library, metrics
+    except Exception as error:
+        return None, f"{type(error).__name__}: {error}".replace("\n", " ")
+    return (library, metrics), None
+
+
+def improvement(
+    select_scores, baseline_scores, rliable, reps: int = BOOTSTRAP_REPS
+) -> tuple[float, float, float, float]:
+    """SELECT against a baseline from (seeds, tasks) score matrices: the difference of the mean scores, its 95%
+    stratified-bootstrap interval (seeds resampled within each task, each method independently) and the probability
+    of improvement P(select > baseline) averaged over tasks; rliable computes all three."""
+    library, metrics = rliable
+    state = np.random.get_state()
+    np.random.seed(BOOTSTRAP_SEED)  # rliable draws the resampled indices from NumPy's global generator
+    try:
+        points, intervals = library.get_interval_estimates(
+            {"difference": [select_scores, baseline_scores]}, lambda x, y: np.array([x.mean() - y.mean()]), reps=reps
+        )
+    finally:
+        np.random.set_state(state)
+    probability = metrics.probability_of_improvement(select_scores, baseline_scores)
+    low, high = intervals["difference"][:, 0]
+    return float(points["difference"][0]), float(low), float(high), float(probability)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables
+# ------------------------------------------------------------------------------------------------
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def cell(values: list[tuple], seeds: int, best: float | None = None) -> str:
+    """Return mean +- sample std over seeds of (return, context shift) pairs, [mean shift], (best b), (n=k) when
+    fewer than `seeds` seeds have a value."""
+    if not values:
+        return "–"
+    text = f"{mean_std([v[0] for v in values])} [{mean_or_dash([v[1] for v in values])}]"
+    text += f" (best {fmt(best)})" if best is not None else ""
+    return text + (f" (n={len(values)})" if len(values) != seeds else "")
+
+
+def finals(runs: list[Run], protocol: str) -> list[tuple]:
+    """(return, context shift) of each seed's final evaluation of `protocol`."""
+    return [(r.final[protocol]["return"], r.final[protocol]["context_shift"]) for r in runs if protocol in r.final]
+
+
+def at_step(runs: list[Run], protocol: str, step: int) -> list[tuple]:
+    """(return, context shift) of each seed's evaluation at `step`: from its curve, or its final evaluation there."""
+    values = []
+    for run in runs:
+        if step in run.curve.get(protocol, {}):
+            values.append(run.curve[protocol][step])
+        elif run.step == step and protocol in run.final:
+            values.append(finals([run], protocol)[0])
+    return values
+
+
+def methods_table(env_id: str, methods: dict, base: list[str], protocols) -> list[str]:
+    anchors = ANCHORS.get(env_id)
+    caption = (
+        "Final evaluation on the test tasks: return, mean ± sample std over seeds; [mean context-shift ratio];"
+        " (best: the best evaluation of the seed-mean curve)."
+    )
+    if anchors:
+        caption += " Reference returns: " + ", ".join(f"{name} {fmt(value)}" for name, value in anchors.items()) + "."
+    rows = []
+    for m in base:
+        runs = methods[m]
+        cells = []
+        for p in protocols:
+            curve = mean_curve(runs, p)
+            cells.append(cell(finals(runs, p), len(runs), None if curve is None else curve[1].mean(0).max()))
+        rows.append([m, str(len(runs)), f"{final_step(runs):,}", *cells])
+    return [caption, "", *table(["method", "seeds", "steps", *protocols], rows), ""]
+
+
+def comparison_table(methods: dict, baselines: list[str], protocols, reps: int) -> list[str]:
+    """SELECT against each baseline, per protocol."""
+    rliable, _ = load_rliable()
+    if rliable is None:
+        caption = (
+            "SELECT against each baseline: select − baseline, the difference of mean final return (positive: SELECT"
+            " is better), and both methods' mean ± sample std over seeds. rliable is not importable here: no interval"
+            " or probability of improvement was computed."
+        )
+    else:
+        caption = (
+            "SELECT against each baseline: select − baseline, the difference of mean final return over seeds x test"
+            " tasks (positive: SELECT is better), [its 95% stratified-bootstrap interval: rliable,"
+            f" {reps:,} resamples of the seeds within each test task, seed {BOOTSTRAP_SEED}]; P: the probability of"
+            " improvement P(select > baseline), averaged over the test tasks (rliable)."
+        )
+    rows = []
+    for m in baselines:
+        row = [f"select − {m}"]
+        for p in protocols:
+            mine, theirs = finals(methods["select"], p), finals(methods[m], p)
+            x, y = score_matrix(methods["select"], p), score_matrix(methods[m], p)
+            if not mine or not theirs:
+                row.append("–")
+            elif rliable is not None and x is not None and y is not None:
+                difference, low, high, probability = improvement(x, y, rliable, reps)
+                row.append(f"{fmt(difference, True)} [{fmt(low, True)}, {fmt(high, True)}], P {fmt(probability)}")
+            else:
+                a, b = [v[0] for v in mine], [v[0] for v in theirs]
+                why = "" if rliable is None else "; no per-task scores: no interval"
+                row.append(f"{fmt(np.mean(a) - np.mean(b), True)} ({mean_std(a)} vs {mean_std(b)}{why})")
+        rows.append(row)
+    return [caption, "", *table(["comparison", *protocols], rows), ""]
+
+
+def ablation_table(methods: dict, ablations: list[str], protocols) -> tuple[list[str], list[str]]:
+    """Each ablation below its base method's evaluation at the ablation's final step; and notes."""
+    caption = (
+        "Ablations: each variant's final evaluation below its base method's evaluation at the same gradient step;"
+        " mean ± sample std over seeds [mean context-shift ratio]."
+    )
+    groups = defaultdict(list)  # (base method, step): its ablations
+    for m in ablations:
+        groups[methods[m][0].variant_of, final_step(methods[m])].append(m)
+    rows, notes = [], []
+    for of, step in sorted(groups, key=lambda group: (method_key(group[0]), group[1])):
+        base_runs = methods.get(of, [])
+        cells = [cell(at_step(base_runs, p, step), len(base_runs)) for p in protocols]
+        if not base_runs:
+            notes.append(f"{', '.join(groups[of, step])}: the base method {of} has no runs here.")
+        elif all(c == "–" for c in cells):
+            notes.append(f"{of} has no evaluation at step {step:,} to set beside {', '.join(groups[of, step])}.")
+        rows.append([f"{of} (base)", "", f"{step:,}", str(len(base_runs)), *cells])
+        for m in groups[of, step]:
+            runs = methods[m]
+            rows.append([m, of, f"{step:,}", str(len(runs))] + [cell(finals(runs, p), len(runs)) for p in protocols])
+    return [caption, "", *table(["method", "variant of", "step", "seeds", *protocols], rows), ""], notes
+
+
+def reevaluation_table(methods: dict, reevaluations: list[str], protocols) -> list[str]:
+    """Per re-evaluation and protocol, beside the final evaluation of the same seeds of the re-evaluated method."""
+    caption = (
+        "Re-evaluations of trained checkpoints (other meta-test settings) beside the final evaluation of the runs"
+        " they re-evaluate (the same seeds); mean ± sample std over seeds."
+    )
+    rows = []
+    for m in reevaluations:
+        runs = methods[m]
+        of = runs[0].reevaluates.rsplit("__s", 1)[0]
+        seeds = {int(r.reevaluates.rsplit("__s", 1)[1]) for r in runs}
+        base_runs = [r for r in methods.get(of, []) if r.seed in seeds]
+        for p in protocols:
+            mine, theirs = finals(runs, p), finals(base_runs, p)
+            if mine:
+                shifts, base_shifts = (
+                    [v[1] for v in mine if v[1] is not None],
+                    [v[1] for v in theirs if v[1] is not None],
+                )
+                base_return = mean_std([v[0] for v in theirs]) + (
+                    f" (n={len(theirs)})" if theirs and len(theirs) != len(mine) else ""
+                )
+                rows.append(
+                    [
+                        m,
+                        of,
+                        p,
+                        str(len(mine)),
+                        mean_std([v[0] for v in mine]),
+                        mean_std(shifts),
+                        base_return,
+                        mean_std(base_shifts),
+                    ]
+                )
+    header = ["re-evaluation", "of", "protocol", "seeds", "return", "context shift", "base return", "base shift"]
+    return [caption, "", *table(header, rows), ""]
+
+
+def env_tables(env_id: str, methods: dict, protocols, shown=None, reps: int = BOOTSTRAP_REPS) -> str:
+    """The Markdown tables of one env, without a heading. `methods` is {method: runs} (every method of the env: the
+    base methods of ablations and re-evaluations are looked up there); `shown` restricts the rows."""
+    shown = [m for m in methods if not shown or m in shown]
+    protocols = [p for p in protocols if any(p in r.final for m in shown for r in methods[m])]
+    base = [m for m in shown if is_base(methods[m])]
+    baselines = [m for m in base if m != "select"]
+    ablations = [m for m in shown if is_training(methods[m]) and not is_base(methods[m])]
+    reevaluations = [m for m in shown if not is_training(methods[m])]
+    lines, notes = [], [note for m in shown if is_training(methods[m]) for note in stop_notes(m, methods[m])]
+    if base:
+        lines += methods_table(env_id, methods, base, protocols)
+    if "select" in base and baselines:
+        lines += comparison_table(methods, baselines, protocols, reps)
+    if ablations:
+        ablation_lines, ablation_notes = ablation_table(methods, ablations, protocols)
+        lines, notes = lines + ablation_lines, notes + ablation_notes
+    if reevaluations:
+        lines += reevaluation_table(methods, reevaluations, protocols)
+    if notes:
+        lines += ["Notes:", "", *(f"- {note}" for note in notes), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def results_tables(
+    results_dir, env_ids=None, methods=None, *, runs_dir=None, protocols=PROTOCOLS, reps: int = BOOTSTRAP_REPS
+) -> str:
+    """Every env's tables, each under a `### <env_id>` heading (what the study runner's `table` prints)."""
+    grouped = group_runs(load_runs(results_dir, runs_dir), env_ids)
+    return "\n".join(f"### {e}\n\n" + env_tables(e, ms, protocols, methods, reps) for e, ms in grouped.items())
+
+
+# ------------------------------------------------------------------------------------------------
+# README blocks
+# ------------------------------------------------------------------------------------------------
+def replace_readme_blocks(text: str, blocks: dict[str, str], path: str = "README") -> tuple[str, list[str]]:
+    """`text` with each marked block replaced by blocks[env_id], and the env ids whose block changed."""
+    changed, pieces, position = [], [], 0
+    for start in MARKER.finditer(text):
+        env_id = start["env_id"]
+        end_marker = f"<!-- /results:{env_id} -->"
+        end = text.find("\n" + end_marker, start.end())
+        if end < 0:
+            raise InputError(f"{path}: the block of {env_id} has no closing line {end_marker}")
+        if env_id not in blocks:
+            raise InputError(f"{path} marks a results block for {env_id}, but there are no results for {env_id}")
+        new = "\n\n" + blocks[env_id] + "\n"
+        if text[start.end() : end + 1] != new:
+            changed.append(env_id)
+        pieces += [text[position : start.end()], new]
+        position = end + 1
+    return "".join(pieces) + text[position:], changed
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+def draw_curve(ax, runs: list[Run], protocol: str, label: str, color: str) -> None:
+    curve = mean_curve(runs, protocol)
+    if curve is None:
+        return
+    steps, values = curve
+    mean, std = values.mean(0), np.array([sample_std(column) for column in values.T])
+    linestyle = "--" if runs[0].variant_of else "-"  # ablations dashed
+    ax.plot(steps, mean, label=f"{label} ({len(values)} seeds)", color=color, linestyle=linestyle)
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=color, linewidth=0)
+
+
+def draw_anchors(ax, env_id: str) -> None:
+    for name, value in ANCHORS.get(env_id, {}).items():
+        ax.axhline(value, color="0.45", linestyle=":", linewidth=1)
+        ax.text(0.01, value, f"{name} {value:g}", transform=ax.get_yaxis_transform(), fontsize=7, color="0.35",
+                va="bottom")  # fmt: skip
+
+
+def style_axis(ax, title: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("gradient steps")
+    ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x else "0")  # 20k, not 20000: no overlap
+    ax.grid(alpha=0.3)
+
+
+def plot_env(env_id: str, methods: dict, protocols, colors: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(protocols), figsize=(4.2 * len(protocols), 3.4), squeeze=False, sharey=True)
+    training = [runs for runs in methods.values() if is_training(runs)]
+    protocols = [p for p in protocols if any(r.curve.get(p) for runs in training for r in runs)] or protocols
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.2 * len(protocols), 3.6), squeeze=False, sharey=True)
     for ax, protocol in zip(axes[0], protocols):
-        for method, seed_runs in sorted(methods.items()):
-            curves = seed_curves(seed_runs, f"eval/{protocol}/return")
-            if curves is None:
-                continue
-            steps, values = curves
-            mean, std = values.mean(0), values.std(0, ddof=min(1, len(values) - 1))  # sample std over seeds
-            ax.plot(steps, mean, label=f"{method} ({len(values)} seeds)")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.set_title(protocol)
-        ax.set_xlabel("gradient steps")
-        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x else "0")  # 20k, not 20000: no overlap
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("return (last scored episode)")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(env_id)
+        for method, runs in methods.items():
+            if is_training(runs):  # ablations too (dashed); re-evaluations have no curve
+                draw_curve(ax, runs, protocol, method, colors[method])
+        draw_anchors(ax, env_id)
+        style_axis(ax, protocol)
+    axes[0][0].set_ylabel("test-task return (last scored episode)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # a method may lack a protocol: one legend entry per label over all panels
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles, labels = [*handles, h], [*labels, label]
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.suptitle(f"{env_id}: mean ± sample std over seeds")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_summary(grouped: dict, colors: dict, path: Path) -> None:
+    """Per env, each base method's online protocol with the highest mean final return."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(grouped), figsize=(4.8 * len(grouped), 3.6), squeeze=False)
+    for ax, (env_id, methods) in zip(axes[0], grouped.items()):
+        for method, runs in methods.items():
+            online = [p for p in ONLINE_PROTOCOLS if any(p in r.final for r in runs)]
+            if is_base(runs) and online:
+                best = max(online, key=lambda p: np.mean([r.final[p]["return"] for r in runs if p in r.final]))
+                draw_curve(ax, runs, best, f"{method}: {best}", colors[method])
+        draw_anchors(ax, env_id)
+        style_axis(ax, env_id)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("test-task return, best online protocol")
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def results_table(env_id: str, methods: dict, protocols) -> str:
-    header = "| method | " + " | ".join(protocols) + " |"
-    lines = [f"### {env_id}", "", "final evaluation, mean ± std over seeds [best evaluation of the mean curve]", ""]
-    lines += [header, "|---" * (len(protocols) + 1) + "|"]
-    for method, seed_runs in sorted(methods.items()):
-        cells = []
-        for protocol in protocols:
-            curves = seed_curves(seed_runs, f"eval/{protocol}/return")
-            if curves is None:
-                cells.append("–")
-                continue
-            _, values = curves
-            final = values[:, -1]
-            spread = final.std(ddof=min(1, len(final) - 1))  # sample std over seeds (0 for one seed)
-            cells.append(f"{final.mean():.2f} ± {spread:.2f} (n={len(final)}) [{values.mean(0).max():.2f}]")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def main(args: Args) -> None:
+    unknown = set(args.protocols) - set(PROTOCOLS)
+    if unknown:
+        raise InputError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
+    protocols = [p for p in PROTOCOLS if p in args.protocols]
+    grouped = group_runs(load_runs(args.results_dir, args.runs_dir), args.env_ids)
+    for readme in (args.readme, args.check_readme):
+        if readme and not Path(readme).is_file():
+            raise InputError(f"{readme} does not exist")
+    _, rliable_error = load_rliable()
+    if args.check_readme:
+        text = Path(args.check_readme).read_text()
+        blocks = {e: env_tables(e, m, protocols, args.methods, args.bootstrap_reps) for e, m in grouped.items()}
+        _, changed = replace_readme_blocks(text, blocks, args.check_readme)
+        if changed:
+            raise InputError(
+                f"{args.check_readme}: the results block of {', '.join(changed)} differs from the results; regenerate"
+                f" it with python plot_results.py --readme {args.check_readme}"
+                + (" (rliable is not importable here: no bootstrap intervals)" if rliable_error else "")
+            )
+        print(f"{args.check_readme}: results blocks up to date")
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plotted = {e: {m: r for m, r in ms.items() if not args.methods or m in args.methods} for e, ms in grouped.items()}
+    colors = {m: f"C{i % 10}" for i, m in enumerate(ordered({m for ms in plotted.values() for m in ms}))}
+    blocks = {}
+    for env_id, methods in grouped.items():
+        plot_env(env_id, plotted[env_id], protocols, colors, out_dir / f"{env_id}.png")
+        blocks[env_id] = env_tables(env_id, methods, protocols, args.methods, args.bootstrap_reps)
+    plot_summary(plotted, colors, out_dir / "summary.png")
+    report = "\n".join(f"### {e}\n\n{b}" for e, b in blocks.items())
+    (out_dir / "results.md").write_text(report)
+    print(report)
+    print(f"wrote {out_dir}/results.md, summary.png and {len(grouped)} env plot(s)")
+    if rliable_error:
+        print(f"note: rliable is not importable ({rliable_error}): the tables have no bootstrap intervals")
+    if args.readme:
+        text = Path(args.readme).read_text()
+        new_text, changed = replace_readme_blocks(text, blocks, args.readme)
+        if changed:
+            Path(args.readme).write_text(new_text)
+        print(f"{args.readme}: " + (f"updated {', '.join(changed)}" if changed else "results blocks up to date"))
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    unknown = set(args.protocols) - set(PROTOCOLS)
-    if unknown:
-        sys.exit(f"error: unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
-    runs_dir = Path(args.runs_dir)
-    if not runs_dir.is_dir():
-        sys.exit(f"error: runs directory {runs_dir} does not exist; train first, e.g. python select.py")
-    runs = collect_runs(runs_dir, args.env_id)
-    if not runs:
-        sys.exit(f"error: no run with evaluations under {runs_dir}" + (f" for {args.env_id}" if args.env_id else ""))
-    out_dir = Path(args.out_dir)
-    tables = []
-    for env_id, methods in sorted(runs.items()):
-        plot_env(env_id, methods, args.protocols, out_dir / f"{env_id}.png")
-        tables.append(results_table(env_id, methods, args.protocols))
-    report = "\n".join(tables)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.md").write_text(report)
-    print(report)
-    print(f"wrote {out_dir}/results.md and {len(runs)} plot(s)")
+    try:
+        main(tyro.cli(Args))
+    except InputError as error:
+        sys.exit(f"error: {error}")

@@ -1,42 +1,333 @@
-"""plot_results.py on run directories with real TensorBoard event files."""
+"""plot_results.py: tables checked against numbers computed here, rliable's bootstrap on known cases, the README
+blocks, the figures; result files written here, TensorBoard run directories, and one tiny real select.py run."""
 
 import json
+import re
+import sys
 
 import numpy as np
-from conftest import run_script
+import pytest
+from conftest import load_script, run_script
 from torch.utils.tensorboard import SummaryWriter
 
+pr = load_script("plot_results.py", "plot_results")
+RLIABLE, RLIABLE_ERROR = pr.load_rliable()
+needs_rliable = pytest.mark.skipif(RLIABLE is None, reason=f"rliable is not importable: {RLIABLE_ERROR}")
+TASKS = [str(t) for t in range(2, 40, 4)]  # the 10 test tasks of every family
+PATTERN = np.linspace(-1.0, 1.0, len(TASKS))  # per-task spread around a run's return (mean 0)
+ALL = list(pr.PROTOCOLS)
 
-def make_run(runs_dir, method, seed, final_values):
-    run_dir = runs_dir / f"point-robot__{method}__{seed}__0"
+
+def write_result(results_dir, method, seed, returns, *, steps=(1000, 2000), shift=0.1, planned=None, per_task=None,
+                 variant_of=None, reevaluates=None, env_id="point-robot"):  # fmt: skip
+    """A schema-1 result file whose final return is `returns[protocol]` (per-task scores: that + PATTERN, or
+    `per_task`); its curve rises by 1 per evaluation to the final value; context shift `shift` everywhere."""
+    steps = [] if reevaluates else list(steps)
+    protocols = {
+        p: {
+            "return": r,
+            "per_task": dict(zip(TASKS, per_task[p] if per_task else r + PATTERN)),
+            "per_round": [r],
+            "per_round_runs": [2],
+            "context_shift": shift,
+            "context_shift_per_task": dict.fromkeys(TASKS, shift),
+            "exploration_transitions_min": None,
+        }
+        for p, r in returns.items()
+    }
+    record = {
+        "schema": 1, "env_id": env_id, "method": method, "variant_of": variant_of, "reevaluates": reevaluates,
+        "script": "select.py", "flags": [], "study_flags": [], "seed": seed, "command": "python select.py",
+        "args": {"num_train_steps": planned or (steps[-1] if steps else 2000)}, "preset": "default", "code": "abc",
+        "dataset": "point-robot", "wall_seconds": 1.0, "threads": 1, "device": "cpu", "machine": "test",
+        "final": {"step": steps[-1] if steps else 2000, "protocols": protocols},
+        "curve": {
+            "steps": steps,
+            "return": {p: [r - (len(steps) - 1 - i) for i in range(len(steps))] for p, r in returns.items()},
+            "context_shift": {p: [shift] * len(steps) for p in returns},
+        },
+    }  # fmt: skip
+    path = results_dir / env_id / f"{method}__s{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def row(tables: str, first_cell: str) -> str:
+    return next(line for line in tables.splitlines() if line.startswith(f"| {first_cell} |"))
+
+
+def mean_std(values) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+
+
+def expected_cell(finals, shift, best=None) -> str:
+    return f"{mean_std(finals)} [{shift:.2f}]" + (f" (best {best:.2f})" if best is not None else "")
+
+
+SELECT = {1: -4.0, 2: -5.0, 3: -6.5}  # final return of every protocol, per seed
+
+
+def write_select(results_dir, **kwargs):
+    for seed, r in SELECT.items():
+        write_result(results_dir, "select", seed, {p: r - i for i, p in enumerate(ALL)}, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables on result files
+# ------------------------------------------------------------------------------------------------
+def test_final_table_ablations_and_reevaluations(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rliable", None)  # this test is about tables (1), (3), (4)
+    results = tmp_path / "results"
+    write_select(results)
+    alone = pr.results_tables(results)
+    for seed, r in ((1, -10.0), (2, -11.0)):
+        write_result(results, "csro", seed, {p: r for p in ALL}, shift=0.5)
+    for seed, r in SELECT.items():  # an ablation that trained half as long, much worse
+        write_result(results, "club-0", seed, {"offline": r - 20, "online-prior": r - 30}, steps=(1000,), shift=0.8,
+                     variant_of="select")  # fmt: skip
+        write_result(results, "select-sigma0.1", seed, {"online-proximal": r + 1}, shift=0.1 * seed,
+                     reevaluates=f"select__s{seed}")  # fmt: skip
+    tables = pr.results_tables(results)
+
+    # (1) one row per base method: mean ± sample std over seeds [context shift] (best of the seed-mean curve)
+    finals = np.array(list(SELECT.values()))
+    cells = [expected_cell(finals - i, 0.1, best=(finals - i).mean()) for i in range(4)]
+    assert row(tables, "select") == "| select | 3 | 2,000 | " + " | ".join(cells) + " |"
+    assert (
+        row(tables, "csro") == "| csro | 2 | 2,000 | " + " | ".join([expected_cell([-10, -11], 0.5, -10.5)] * 4) + " |"
+    )
+    # an ablation or a re-evaluation never changes its base method's row nor gets one in table (1)
+    assert row(alone, "select") == row(tables, "select")
+    methods_table = tables.split("SELECT against each baseline")[0]
+    assert "club-0" not in methods_table and "sigma" not in methods_table
+    assert tables.index("| select |") < tables.index("| csro |")  # fixed order, not alphabetical
+
+    # (3) the ablation below select's evaluation at the ablation's final step (1,000: select's curve is 1 lower)
+    base_cells = [expected_cell(finals - i - 1, 0.1) for i in range(4)]
+    assert row(tables, "select (base)") == "| select (base) |  | 1,000 | 3 | " + " | ".join(base_cells) + " |"
+    ablation_cells = [expected_cell(finals - 20, 0.8), expected_cell(finals - 30, 0.8), "–", "–"]
+    assert row(tables, "club-0") == "| club-0 | select | 1,000 | 3 | " + " | ".join(ablation_cells) + " |"
+
+    # (4) the re-evaluation beside the final evaluation of the same seeds
+    shifts = np.array([0.1, 0.2, 0.3])
+    expected = ["select-sigma0.1", "select", "online-proximal", "3", mean_std(finals + 1), mean_std(shifts),
+                mean_std(finals - 3), "0.10 ± 0.00"]  # fmt: skip
+    assert row(tables, "select-sigma0.1") == "| " + " | ".join(expected) + " |"
+    assert "Notes:" not in tables  # every seed reached its planned step
+
+    # filters: env ids and methods (rows), the base methods still looked up
+    only = pr.results_tables(results, env_ids=["point-robot"], methods=["club-0"])
+    assert [line.split(" | ")[0] for line in only.splitlines() if line.startswith("| ")][1:] == [
+        "| select (base)",
+        "| club-0",
+    ]
+    with pytest.raises(pr.InputError, match="no results for ant-dir"):
+        pr.results_tables(results, env_ids=["ant-dir"])
+    offline_only = pr.results_tables(results, protocols=("offline",))
+    assert row(offline_only, "select") == f"| select | 3 | 2,000 | {cells[0]} |"
+
+
+def test_seeds_that_stopped_early_are_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rliable", None)
+    results = tmp_path / "results"
+    write_select(results, steps=(1000, 2000, 3000))
+    write_result(results, "select", 4, {p: -20.0 for p in ALL}, steps=(1000, 2000), planned=3000)
+    tables = pr.results_tables(results)
+    assert (
+        "- select: seed 4 stopped at 2,000 of 3,000 gradient steps; the tables use each seed's own final evaluation,"
+        " and select's curves are averaged over the steps that every seed has (up to step 2,000)." in tables
+    )
+    finals = [*SELECT.values(), -20.0]  # seed 4's final evaluation is in, not cut
+    assert row(tables, "select").startswith(f"| select | 4 | 3,000 | {expected_cell(finals, 0.1)} (best ")
+    steps, values = pr.mean_curve(pr.group_runs(pr.load_runs(results))["point-robot"]["select"], "offline")
+    assert steps.tolist() == [1000, 2000] and values.shape == (4, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# SELECT against the baselines: rliable
+# ------------------------------------------------------------------------------------------------
+@needs_rliable
+def test_bootstrap_known_cases():
+    scores = np.tile(np.linspace(-8.0, -4.0, 10), (3, 1))  # every seed scores the same on each task
+    difference, low, high, probability = pr.improvement(scores, np.tile(scores[0] - 1.5, (4, 1)), RLIABLE, reps=500)
+    assert difference == pytest.approx(1.5) and low == pytest.approx(1.5) and high == pytest.approx(1.5)
+    assert probability == 1.0  # every select score beats every baseline score on its task
+    assert pr.improvement(scores, scores.copy(), RLIABLE, reps=500) == (0.0, 0.0, 0.0, 0.5)
+
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(-6.0, 1.0, (3, 10)), rng.normal(-7.0, 1.5, (5, 10))
+    state = np.random.get_state()
+    first = pr.improvement(x, y, RLIABLE, reps=5000)
+    assert first == pr.improvement(x, y, RLIABLE, reps=5000)  # seeded: the tables are reproducible
+    assert str(np.random.get_state()) == str(state)  # and NumPy's global generator is left as it was
+    difference, low, high, probability = first
+    assert difference == pytest.approx(x.mean() - y.mean(), abs=1e-12)
+    # an independent stratified bootstrap: seeds resampled with replacement within each task, per method
+    tasks = np.arange(10)
+    xs = x[rng.integers(0, 3, (20000, 3, 10)), tasks].mean((1, 2))
+    ys = y[rng.integers(0, 5, (20000, 5, 10)), tasks].mean((1, 2))
+    reference = np.percentile(xs - ys, [2.5, 97.5])
+    assert low < difference < high and np.allclose([low, high], reference, atol=0.05 * (high - low))
+    wins = (x[:, None, :] > y[None, :, :]) + 0.5 * (x[:, None, :] == y[None, :, :])  # Mann-Whitney's U / (n m)
+    assert probability == pytest.approx(wins.mean())
+
+
+@needs_rliable
+def test_comparison_table_cells(tmp_path):
+    results = tmp_path / "results"
+    per_task = np.linspace(-8.0, -4.0, 10)
+    for seed in (1, 2, 3):
+        write_result(results, "select", seed, {"offline": per_task.mean()}, per_task={"offline": per_task})
+        write_result(results, "focal", seed, {"offline": per_task.mean() - 1.5}, per_task={"offline": per_task - 1.5})
+    tables = pr.results_tables(results, reps=200)
+    assert row(tables, "select − focal") == "| select − focal | +1.50 [+1.50, +1.50], P 1.00 |"
+    assert "200 resamples of the seeds within each test task, seed 0" in tables
+
+
+def test_without_rliable_plain_means_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rliable", None)  # `import rliable` raises ImportError
+    results = tmp_path / "results"
+    write_select(results)
+    write_result(results, "offpearl", 1, {p: -16.0 for p in ALL})
+    tables = pr.results_tables(results)
+    assert "rliable is not importable here: no interval or probability of improvement was computed" in tables
+    finals = np.array(list(SELECT.values()))
+    offline = f"{finals.mean() + 16:+.2f} ({mean_std(finals)} vs -16.00 ± 0.00)"
+    assert row(tables, "select − offpearl").startswith(f"| select − offpearl | {offline} |")
+
+
+# ------------------------------------------------------------------------------------------------
+# The command: figures, results.md, README blocks, errors
+# ------------------------------------------------------------------------------------------------
+README = "# Title\n\nbefore\n\n<!-- results:point-robot -->\nold numbers\n<!-- /results:point-robot -->\n\nafter\n"
+
+
+def test_command_figures_and_readme_round_trip(tmp_path):
+    results, out, readme = tmp_path / "results", tmp_path / "docs", tmp_path / "README.md"
+    write_select(results)
+    write_result(results, "csro", 1, {p: -9.0 for p in ALL})
+    write_result(results, "bc-none", 1, {"offline": -7.0}, steps=(1000,), variant_of="select")
+    write_result(results, "focal", 1, {"offline": -4.4}, env_id="cheetah-vel")
+    readme.write_text(README)
+    args = ("plot_results.py", "--results-dir", results, "--out-dir", out, "--bootstrap-reps", "200")
+    proc = run_script(*args, "--readme", readme)
+    for name in ("point-robot.png", "cheetah-vel.png", "summary.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    report = (out / "results.md").read_text()
+    assert report in proc.stdout and report.index("### cheetah-vel") < report.index("### point-robot")
+    block = report.split("### point-robot\n\n")[1]
+    assert readme.read_text() == README.replace("old numbers\n", f"\n{block}\n")  # the rest as it was
+    pr.main(pr.Args(results_dir=str(results), bootstrap_reps=200, check_readme=str(readme)))  # up to date: no exit
+
+    readme.write_text(readme.read_text().replace("| select |", "| SELECT |"))
+    proc = run_script(*args, "--check-readme", readme, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "point-robot" in proc.stderr and "--readme" in proc.stderr
+
+
+def test_readme_blocks_in_process():
+    blocks = {"point-robot": "table\n"}
+    assert pr.replace_readme_blocks("no markers\n", blocks) == ("no markers\n", [])
+    text, changed = pr.replace_readme_blocks(README, blocks)
+    assert changed == ["point-robot"] and "-->\n\ntable\n\n<!-- /results" in text
+    assert pr.replace_readme_blocks(text, blocks) == (text, [])
+    with pytest.raises(pr.InputError, match="no closing line"):
+        pr.replace_readme_blocks("<!-- results:point-robot -->\n", blocks)
+    with pytest.raises(pr.InputError, match="no results for ant-dir"):
+        pr.replace_readme_blocks("<!-- results:ant-dir -->\n<!-- /results:ant-dir -->\n", blocks)
+
+
+def test_bad_input_is_one_line(tmp_path):
+    proc = run_script("plot_results.py", "--results-dir", tmp_path / "missing", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"no result files found ({tmp_path / 'missing'}/<env-id>/<method>__s<seed>.json)" in proc.stderr
+    assert "study runner" in proc.stderr and "--runs-dir" in proc.stderr
+
+    corrupt = write_result(tmp_path / "results", "select", 1, {"offline": -4.0})
+    corrupt.write_text('{"schema": 1, "env_id": ')
+    with pytest.raises(pr.InputError, match=re.escape(f"{corrupt} is not valid JSON")):
+        pr.load_runs(tmp_path / "results")
+    corrupt.write_text(json.dumps({"schema": 1, "env_id": "point-robot", "method": "select"}))
+    with pytest.raises(pr.InputError, match=re.escape(f"{corrupt} is not a valid result file (KeyError")):
+        pr.load_runs(tmp_path / "results")
+    write_result(tmp_path / "results", "csro", 2, {"offline": -4.0}).rename(corrupt)
+    with pytest.raises(pr.InputError, match="file name and content disagree"):
+        pr.load_runs(tmp_path / "results")
+    with pytest.raises(pr.InputError, match="unknown protocol"):
+        pr.main(pr.Args(results_dir=str(tmp_path), protocols=("online-greedy",)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Run directories (work in progress) and a tiny real run
+# ------------------------------------------------------------------------------------------------
+def make_tensorboard_run(runs_dir, name, exp_name, seed, final_values):
+    run_dir = runs_dir / name
     writer = SummaryWriter(str(run_dir))
     for step, scale in ((1000, 2.0), (2000, 1.0)):
         for protocol, value in final_values.items():
             writer.add_scalar(f"eval/{protocol}/return", value * scale, step)
+            writer.add_scalar(f"eval/{protocol}/context_shift", 0.25, step)
     writer.close()
-    (run_dir / "args.json").write_text(json.dumps({"env_id": "point-robot", "exp_name": method, "seed": seed}))
+    args = {"env_id": "point-robot", "exp_name": exp_name, "seed": seed, "num_train_steps": 2000}
+    (run_dir / "args.json").write_text(json.dumps(args))
 
 
-def test_curves_and_table(tmp_path):
+def test_tensorboard_run_directories(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rliable", None)
     runs = tmp_path / "runs"
     for seed, offset in ((1, 0.0), (2, 1.0), (3, 2.0)):
-        make_run(runs, "select", seed, {"offline": -4.0 - offset, "online-proximal": -6.0 - offset})
-    make_run(runs, "csro", 1, {"offline": -5.0, "online-proximal": -10.0})
+        make_tensorboard_run(runs, f"point-robot__select__{seed}__0", "select", seed, {"offline": -4.0 - offset})
+    # the study runner's layout and names, <env>/<method>__s<seed>: a method other than the script's is an ablation
+    make_tensorboard_run(runs / "point-robot", "select-bc-none__s1", "select", 1, {"offline": -8.0})
     (runs / "unfinished").mkdir()  # a run without args.json is ignored
-    out = tmp_path / "plots"
-    proc = run_script(
-        "plot_results.py", "--runs-dir", runs, "--out-dir", out, "--protocols", "offline", "online-proximal"
+    tables = pr.results_tables(tmp_path / "no-results", runs_dir=runs)
+    assert row(tables, "select") == f"| select | 3 | 2,000 | {expected_cell([-4.0, -5.0, -6.0], 0.25, -5.0)} |"
+    assert row(tables, "select-bc-none") == "| select-bc-none | select | 2,000 | 1 | -8.00 ± 0.00 [0.25] |"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from test_select import TINY, write_scripted_point_robot_dataset
+
+    data_dir, runs_dir = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("runs")
+    write_scripted_point_robot_dataset(data_dir, checkpoints=2, episodes=3)
+    run_script("select.py", "--data-dir", data_dir, "--runs-dir", runs_dir, "--run-name", "tiny", *TINY, timeout=300)
+    return runs_dir / "tiny"
+
+
+def test_tiny_real_run_from_its_run_directory_and_as_a_result_file(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rliable", None)
+    final = json.loads((tiny_run / "final_eval.json").read_text())
+    history = [json.loads(line) for line in (tiny_run / "eval_history.jsonl").read_text().splitlines()]
+    finals = [final["protocols"][p] for p in pr.PROTOCOLS]
+    cells = [f"{pr.fmt(r['return'])} ± 0.00 [{pr.fmt(r['context_shift'])}]" for r in finals]
+
+    from_run_dir = pr.results_tables(tmp_path / "no-results", runs_dir=tiny_run.parent)
+    assert [c.split(" (best")[0] for c in row(from_run_dir, "select").split(" | ")[3:]] == cells
+    run = pr.load_run_dir(tiny_run)
+    assert sorted(run.curve["offline"]) == [20, 40]
+    assert run.final["offline"]["per_task"] == final["protocols"]["offline"]["per_task"]
+
+    args = json.loads((tiny_run / "args.json").read_text())
+    record = {
+        "schema": 1, "env_id": args["env_id"], "method": "select", "variant_of": None, "reevaluates": None,
+        "script": "select.py", "flags": [], "study_flags": [], "seed": args["seed"], "command": "python select.py",
+        "args": args, "preset": "tiny", "code": "", "dataset": "", "wall_seconds": 0.0, "threads": 1, "device": "cpu",
+        "machine": "", "final": final,
+        "curve": {
+            "steps": [h["step"] for h in history],
+            "return": {p: [h["protocols"][p]["return"] for h in history] for p in final["protocols"]},
+            "context_shift": {p: [h["protocols"][p]["context_shift"] for h in history] for p in final["protocols"]},
+        },
+    }  # fmt: skip
+    path = tmp_path / "results" / "point-robot" / "select__s1.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    from_result = pr.results_tables(tmp_path / "results")
+    best = [max(h["protocols"][p]["return"] for h in history) for p in pr.PROTOCOLS]
+    assert (
+        row(from_result, "select")
+        == "| select | 1 | 40 | " + " | ".join(f"{c} (best {pr.fmt(b)})" for c, b in zip(cells, best)) + " |"
     )
-    table = (out / "results.md").read_text()
-    assert (out / "point-robot.png").stat().st_size > 10_000
-    select_row = next(line for line in table.splitlines() if line.startswith("| select"))
-    finals = np.array([-4.0, -5.0, -6.0])
-    assert f"{finals.mean():.2f} ± {finals.std(ddof=1):.2f} (n=3) [{finals.mean():.2f}]" in select_row
-    assert "-10.00 ± 0.00 (n=1)" in table and table in proc.stdout
-
-
-def test_bad_input_is_one_line(tmp_path):
-    proc = run_script("plot_results.py", "--runs-dir", tmp_path / "missing", check=False)
-    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
-    proc = run_script("plot_results.py", "--runs-dir", tmp_path, "--protocols", "online-greedy", check=False)
-    assert proc.returncode != 0 and "unknown protocol" in proc.stderr
