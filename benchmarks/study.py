@@ -16,6 +16,7 @@ starts over. A missing dataset is built first (collect_sac.py; one collector per
     python benchmarks/study.py run --methods select --flags="--num-train-steps 400"         # flags for every run
     python benchmarks/study.py run --backend slurm --slurm-partition cpu --jobs 20          # one Slurm job array
     python benchmarks/study.py status --methods main ablations sigma                        # what is done
+    python benchmarks/study.py collect --methods main        # result files of runs finished outside the runner
     python benchmarks/study.py table --methods main ablations sigma                         # Markdown tables
 """
 
@@ -779,6 +780,10 @@ def main(argv=None) -> int:
     run.add_argument("--slurm-time-min", type=int, default=180, help="time limit per job; then requeued, resumed")
     run.add_argument("--slurm-mem-gb", type=float, default=4)
     commands.add_parser("status", parents=[selection, runs], help="what is done, partial, not started")
+    collect = commands.add_parser(
+        "collect", parents=[selection, runs], help="write the result files of finished runs, start nothing"
+    )
+    collect.add_argument("--data-dir", default="data", help="the datasets the runs used (recorded in the command)")
     commands.add_parser("table", parents=[selection], help="Markdown tables (plot_results.results_tables)")
     args = parser.parse_args(argv)
 
@@ -799,6 +804,14 @@ def main(argv=None) -> int:
     selected = plan(args.envs, method_names, args.seeds, methods)
     if args.command == "status":
         print_status(Study(Path(args.runs_dir).resolve(), results_dir, Path()), selected)
+        return 0
+    if args.command == "collect":  # runs started by hand or elsewhere: their results, nothing is run
+        study = Study(Path(args.runs_dir).resolve(), results_dir, Path(args.data_dir).resolve())
+        finished = [r for r in selected if not study.result(r).is_file() and study.output(r).is_file()]
+        for run in finished:
+            write_json_atomic(study.result(run), result_record(run, study.run_dir(run), study.command(run)))
+            print(f"wrote {study.result(run)}")
+        print(f"{len(finished)} result file(s) written")
         return 0
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")

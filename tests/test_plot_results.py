@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import load_script, run_script
+from conftest import ROOT, load_script, run_script
 from torch.utils.tensorboard import SummaryWriter
 
 pr = load_script("plot_results.py", "plot_results")
@@ -331,3 +331,16 @@ def test_tiny_real_run_from_its_run_directory_and_as_a_result_file(tiny_run, tmp
         row(from_result, "select")
         == "| select | 1 | 40 | " + " | ".join(f"{c} (best {pr.fmt(b)})" for c, b in zip(cells, best)) + " |"
     )
+
+
+@needs_rliable
+def test_committed_readme_blocks_equal_the_committed_results():
+    """Every env with committed result files has a README block, and it is what plot_results.py prints from them."""
+    results = ROOT / "results"
+    envs = sorted(p.name for p in results.iterdir() if p.is_dir() and any(p.glob("*.json"))) if results.is_dir() else []
+    if not envs:
+        pytest.skip("no committed result files yet")
+    readme = (ROOT / "README.md").read_text()
+    for env_id in envs:
+        assert f"<!-- results:{env_id} -->" in readme, f"README has no results block for {env_id}"
+    run_script("plot_results.py", "--results-dir", results, "--check-readme", ROOT / "README.md", timeout=300)
