@@ -75,7 +75,12 @@ class Args:
     learning_rate: float | None = None
     """Adam learning rate of actor, critics and temperature"""
     buffer_size: int | None = None
-    """replay capacity per task (the preset's default: every step, as the reference)"""
+    """replay capacity per task, a ring buffer: the oldest transitions are overwritten (default: the preset's; every
+    step, as the reference, except humanoid-dir at the reference preset: 300,000, what a 64 GB machine holds. A
+    transition is (s, a, r, s', not_done) in float32, (348 + 17 + 1 + 348 + 1) x 4 = 2,860 bytes for Humanoid: 40
+    buffers of 1M steps need 114.4 GB, of 300,000 steps 34.3 GB, next to the resume state's copy of one interval
+    (5.7 GB) and the learners with their Adam states (3.2 GB). The other families keep all 1M steps: 40 buffers take
+    6.7 GB (cheetah-vel) to 10.9 GB (ant-goal))"""
     overwrite: bool = False
     """if toggled, delete a finished dataset (or an unfinished run) in <data-dir>/<env-id>/ and start over"""
 
@@ -90,7 +95,7 @@ class Preset:
     hidden_dim: int
     batch_size: int
     learning_rate: float
-    buffer_size: int | None  # None: total_steps (the reference keeps every transition)
+    buffer_size: int | None  # None: total_steps (the reference keeps every transition); see Args.buffer_size
     rollout_envs: int  # envs per task stepped together for the checkpoint episodes (speed and memory only)
 
 
@@ -102,21 +107,21 @@ class Preset:
 # Columns, as Preset's fields: steps per task, warm-up, checkpoint every, first kept, episodes per checkpoint, hidden,
 #                               batch, learning rate, replay capacity (None: every step), rollout envs per task.
 PRESETS = {
-    ("point-robot", "cpu"):              Preset(    5_000,   2_000,    200,   2_200, 50,   64,  128, 3e-4, None, 50),
-    ("point-robot", "reference"):        Preset(    5_000,   2_000,    200,   2_200, 50, 1024, 1024, 1e-4, None, 50),
-    ("cheetah-vel", "cpu"):              Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3, None, 10),
-    ("cheetah-vel", "reference"):        Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4, None, 10),
-    ("ant-goal", "cpu"):                 Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3, None, 10),
-    ("ant-goal", "reference"):           Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4, None, 10),
-    ("ant-dir", "cpu"):                  Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3, None, 10),
-    ("ant-dir", "reference"):            Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4, None, 10),
-    ("humanoid-dir", "cpu"):             Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3, None, 10),
-    ("humanoid-dir", "reference"):       Preset(1_000_000,  50_000, 50_000,  50_000, 50, 1024, 1024, 1e-4, None, 10),
-    ("hopper-rand-params", "cpu"):       Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3, None, 10),
-    ("hopper-rand-params", "reference"): Preset(1_000_000,  50_000, 50_000,  50_000, 50, 1024, 1024, 1e-4, None, 10),
-    ("walker-rand-params", "cpu"):       Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3, None, 10),
-    ("walker-rand-params", "reference"): Preset(1_000_000,  50_000, 50_000,  50_000, 50, 1024, 1024, 1e-4, None, 10),
-}  # ant-dir is not in CSRO: its reference row is ant-goal's
+    ("point-robot", "cpu"):              Preset(    5_000,   2_000,    200,   2_200, 50,   64,  128, 3e-4,    None, 50),
+    ("point-robot", "reference"):        Preset(    5_000,   2_000,    200,   2_200, 50, 1024, 1024, 1e-4,    None, 50),
+    ("cheetah-vel", "cpu"):              Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
+    ("cheetah-vel", "reference"):        Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4,    None, 10),
+    ("ant-goal", "cpu"):                 Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
+    ("ant-goal", "reference"):           Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4,    None, 10),
+    ("ant-dir", "cpu"):                  Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
+    ("ant-dir", "reference"):            Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4,    None, 10),
+    ("humanoid-dir", "cpu"):             Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
+    ("humanoid-dir", "reference"):       Preset(1_000_000,  50_000, 50_000,  50_000, 50, 1024, 1024, 1e-4, 300_000, 10),
+    ("hopper-rand-params", "cpu"):       Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
+    ("hopper-rand-params", "reference"): Preset(1_000_000,  50_000, 50_000,  50_000, 50, 1024, 1024, 1e-4,    None, 10),
+    ("walker-rand-params", "cpu"):       Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
+    ("walker-rand-params", "reference"): Preset(1_000_000,  50_000, 50_000,  50_000, 50, 1024, 1024, 1e-4,    None, 10),
+}  # ant-dir is not in CSRO: its reference row is ant-goal's. Humanoid's replay: capped for 64 GB (Args.buffer_size)
 # fmt: on
 # SAC constants of the reference (pytorch_sac's config/agent/sac.yaml), the same in every preset.
 GAMMA = 0.99
@@ -666,18 +671,22 @@ if __name__ == "__main__":
                 "elapsed_s": elapsed_before + time.time() - start_time,
             }
             save_torch(resume_dir / "state.pt", state)
+            for stop in range(cfg.checkpoint_every, step - cfg.buffer_size + 1, cfg.checkpoint_every):
+                (resume_dir / f"replay_{stop:09d}.npz").unlink(missing_ok=True)  # overwritten in the ring: not needed
             obs = reset_training_envs(step)
             episode_returns[:] = 0.0
     progress.close()
     for env in envs + [env for slots in rollout_envs for env in slots]:
         env.close()
 
-    # The dataset: each task's episodes over all kept checkpoints, then the plot, then the manifest (last).
+    # The dataset: each task's episodes over all kept checkpoints, then the plot, then the manifest (last). The replay
+    # is freed first, and each array of the episodes once it is concatenated: the data are held once (plus one array).
+    del buffers
     parts = []
     for checkpoint in checkpoints:
         with np.load(resume_dir / f"episodes_{checkpoint:09d}.npz") as f:
             parts.append({k: f[k] for k in f.files})
-    everything = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    everything = {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}
     for task in range(num_tasks):
         rows = everything["task"] == task
         data = {k: v[rows] for k, v in everything.items() if k != "task"}

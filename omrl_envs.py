@@ -78,6 +78,7 @@ class PointRobotEnv(gym.Env):
 # ------------------------------------------------------------------------------------------------
 @cache
 def _mujoco_classes():
+    import mujoco
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
     from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
@@ -98,6 +99,23 @@ def _mujoco_classes():
             super().__init__(ctrl_cost_weight=0.05)
             self.tasks = task_list(self.env_id)
             self.set_task(0)
+
+        def _initialize_simulation(self):
+            """gymnasium's half_cheetah.xml asks the compiler for settotalmass="14", which mujoco 4.0 deprecates with
+            a warning printed at every build. Compiled without it, then scaled as the warning advises (mj_setTotalmass,
+            mj_setConst), and with the two statistics that the compiler derives from the scaled masses (mean body mass,
+            mean diagonal inertia at qpos0) set as it sets them, the model is bit-identical to the XML's (tested)."""
+            spec = mujoco.MjSpec.from_file(self.fullpath)
+            total_mass = spec.compiler.settotalmass
+            spec.compiler.settotalmass = -1.0  # off
+            model = spec.compile()
+            mujoco.mj_setTotalmass(model, total_mass)
+            mujoco.mj_setConst(model, mujoco.MjData(model))
+            model.stat.meanmass = _sequential_sum(model.body_mass[1:]) / (model.nbody - 1)
+            model.stat.meaninertia = _sequential_sum(model.dof_M0) / model.nv  # dof_M0: diagonal of M at qpos0
+            model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)  # as MujocoEnv's
+            model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+            return model, mujoco.MjData(model)
 
         def step(self, action):
             obs, _, terminated, truncated, info = super().step(action)
@@ -188,6 +206,14 @@ def _mujoco_classes():
         cls.env_id: cls
         for cls in (CheetahVelEnv, AntGoalEnv, AntDirEnv, HumanoidDirEnv, HopperRandParamsEnv, WalkerRandParamsEnv)
     }
+
+
+def _sequential_sum(values) -> float:
+    """Left-to-right float64 sum, as a C loop adds (NumPy's pairwise sum can differ in the last bit)."""
+    total = 0.0
+    for value in values.tolist():
+        total += value
+    return total
 
 
 # ------------------------------------------------------------------------------------------------
@@ -440,29 +466,62 @@ def read_task_data(dataset_dir: Path, env_id: str, task_index: int) -> dict:
     return data
 
 
+def read_task_length(dataset_dir: Path, env_id: str, task_index: int) -> int:
+    """Transitions in one task file, read from its rewards alone (a loader sizes its buffer before reading the tasks;
+    read_task_data validates everything later)."""
+    path = task_file(dataset_dir, task_index)
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing task file; rebuild with: python collect_sac.py --env-id {env_id}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            rewards = f["rewards"] if "rewards" in f.files else None
+    except Exception as e:  # zip/npy parse errors come in many types
+        raise DatasetError(f"{path}: corrupt file ({e.__class__.__name__}: {e})") from None
+    if rewards is None or rewards.ndim != 1:
+        raise DatasetError(f"{path}: missing array 'rewards'" if rewards is None else f"{path}: rewards is not 1-D")
+    return len(rewards)
+
+
 def load_dataset(dataset_dir: Path, env_id: str, task_indices=range(NUM_TASKS)) -> tuple[dict, dict]:
     """Read and validate a dataset: (manifest, {task index: arrays})."""
     manifest = read_manifest(dataset_dir, env_id)
     return manifest, {i: read_task_data(dataset_dir, env_id, i) for i in task_indices}
 
 
-def dataset_fingerprint(manifest: dict, tasks: dict) -> dict:
-    """What identifies a dataset: its collection settings, seed, code version, transitions per task, and a SHA-256 of
-    the task arrays' contents (not of the .npz files, whose zip headers carry timestamps): a rebuild with the same
-    command gives the same hash."""
-    digest = hashlib.sha256()
-    for t in sorted(tasks):
+class DatasetHasher:
+    """A dataset's fingerprint built task by task, so that a loader never holds every task's arrays at once: update()
+    with each task's arrays in task order, then fingerprint(manifest). The same value as dataset_fingerprint."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.transitions_per_task = []
+
+    def update(self, task: dict) -> None:
         for key in FLOAT_KEYS + ID_KEYS:
-            digest.update(np.ascontiguousarray(tasks[t][key]).tobytes())
-    code = manifest.get("code_version") or {}
-    return {
-        "env_id": manifest.get("env_id"),
-        "seed": manifest.get("seed"),
-        "settings": manifest.get("settings"),
-        "code_version": code.get("git_commit") if isinstance(code, dict) else code,
-        "transitions_per_task": [int(len(tasks[t]["rewards"])) for t in sorted(tasks)],
-        "content_hash": digest.hexdigest(),
-    }
+            self.digest.update(np.ascontiguousarray(task[key]).data)  # the array's bytes, without a copy
+        self.transitions_per_task.append(int(len(task["rewards"])))
+
+    def fingerprint(self, manifest: dict) -> dict:
+        """What identifies a dataset: its collection settings, seed, code version, transitions per task, and a
+        SHA-256 of the task arrays' contents (not of the .npz files, whose zip headers carry timestamps): a rebuild
+        with the same command gives the same hash."""
+        code = manifest.get("code_version") or {}
+        return {
+            "env_id": manifest.get("env_id"),
+            "seed": manifest.get("seed"),
+            "settings": manifest.get("settings"),
+            "code_version": code.get("git_commit") if isinstance(code, dict) else code,
+            "transitions_per_task": list(self.transitions_per_task),
+            "content_hash": self.digest.hexdigest(),
+        }
+
+
+def dataset_fingerprint(manifest: dict, tasks: dict) -> dict:
+    """DatasetHasher's fingerprint of a loaded dataset ({task index: arrays}, hashed in task order)."""
+    hasher = DatasetHasher()
+    for t in sorted(tasks):
+        hasher.update(tasks[t])
+    return hasher.fingerprint(manifest)
 
 
 def describe_fingerprint(fingerprint: dict) -> str:

@@ -571,7 +571,8 @@ def draw_curve(ax, runs: list[Run], protocol: str, label: str, color: str) -> No
     steps, values = curve
     mean, std = values.mean(0), np.array([sample_std(column) for column in values.T])
     linestyle = "--" if runs[0].variant_of else "-"  # ablations dashed
-    ax.plot(steps, mean, label=f"{label} ({len(values)} seeds)", color=color, linestyle=linestyle)
+    seeds = f"{len(values)} seed" + ("s" if len(values) > 1 else "")
+    ax.plot(steps, mean, label=f"{label} ({seeds})", color=color, linestyle=linestyle)
     ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=color, linewidth=0)
 
 

@@ -9,6 +9,7 @@
 #   meta-test          the four protocols of benchmark.md §3; SELECT's own is online-proximal (HEADLINE_PROTOCOL).
 # Usage: python select.py --env-id point-robot --seed 1      (python select.py --help lists every option)
 import copy
+import functools
 import json
 import os
 import random
@@ -54,6 +55,8 @@ class Args:
     """task family: one of omrl_envs.ENV_IDS"""
     data_dir: str = "data"
     """datasets live in <data-dir>/<env-id>/ (written by collect_sac.py)"""
+    preset: str = "cpu"
+    """sizes of the options left unset (PRESETS): "cpu" (for a 2-core CPU) or "reference" (the papers', CSRO's)"""
 
     # Evaluation and logging
     runs_dir: str = "runs"
@@ -61,7 +64,7 @@ class Args:
     run_name: str | None = None
     """name of the run directory (default: {env_id}__{exp_name}__{seed}__{unix time})"""
     eval_every: int | None = None
-    """evaluate every this many gradient steps, and at the end (None: per-env table)"""
+    """evaluate every this many gradient steps, and at the end (None: --preset)"""
     protocols: tuple[str, ...] = PROTOCOLS
     """meta-test protocols to run: offline, online-prior, online-random, online-proximal"""
     eval_runs: int = 2
@@ -85,13 +88,13 @@ class Args:
 
     # Algorithm: task inference (algorithms.md §1)
     num_train_steps: int | None = None
-    """number of gradient steps (None: table)"""
+    """number of gradient steps (None: --preset)"""
     meta_batch_size: int | None = None
     """distinct train tasks per gradient step (None: table)"""
     batch_size: int | None = None
-    """RL transitions per task per gradient step (None: table)"""
+    """RL transitions per task per gradient step (None: --preset)"""
     context_size: int | None = None
-    """context transitions per task per gradient step, drawn i.i.d. from its data (None: table)"""
+    """context transitions per task per gradient step, drawn i.i.d. from its data (None: --preset)"""
     latent_dim: int | None = None
     """dimension of the task embedding z (None: table)"""
     encoder_hidden: tuple[int, ...] | None = None
@@ -104,7 +107,7 @@ class Args:
     """weight of the Gaussian NLL that fits the CLUB net q_psi(z | s, a)"""
     # Algorithm: weighted policy constraints (algorithms.md §2)
     rl_hidden: tuple[int, ...] | None = None
-    """hidden widths of every RL network (None: table)"""
+    """hidden widths of every RL network (None: --preset)"""
     learning_rate: float = 3e-4
     """Adam learning rate of every network"""
     gamma: float | None = None
@@ -127,21 +130,44 @@ class Args:
     """normalise states by the train data's mean and std, as TD3+BC (None: table)"""
 
 
-# Per-env defaults, used where an option above is left at None: one row per option, one column per task family (the
-# order of omrl_envs.ENV_IDS). The task-inference and size rows are CSRO's configs (algorithms.md §1; ant-dir has none:
-# ant-goal's CLUB weight), except the Point-Robot preset sizes (minutes on this CPU) and sigma_test: ours, see README.
+# ---- SHARED BLOCK: presets (identical in select.py and baselines/*.py; tests check) ----
+# Sizes by --preset, used where an option above is left at None: one row per option, one column per task family (the
+# order of omrl_envs.ENV_IDS), as ENV_DEFAULTS. "reference": the papers' sizes, CSRO's configs (algorithms.md §1-2, §4;
+# CSRO's iterations x 1,000 steps). "cpu" (the default): sized for a 2-core CPU. Its Point-Robot column is the preset
+# behind the README's Point-Robot numbers (minutes here; CSRO's sizes take hours). Its MuJoCo columns are PROVISIONAL:
+# RL nets 128x3, batch 64 per task, CSRO's context capped at 100, and 10,000 steps until a measured learning curve
+# chooses the steps.
+# fmt: off
+PRESETS = {
+    "cpu": {  #            point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
+        "context_size":    (128,        100,        100,        100,        100,        100,        100),
+        "batch_size":      (64,         64,         64,         64,         64,         64,         64),
+        "rl_hidden":       ((128,) * 3, (128,) * 3, (128,) * 3, (128,) * 3, (128,) * 3, (128,) * 3, (128,) * 3),
+        "num_train_steps": (20_000,     10_000,     10_000,     10_000,     10_000,     10_000,     10_000),
+        "eval_every":      (2_000,      1_000,      1_000,      1_000,      1_000,      1_000,      1_000),
+    },
+    "reference": {  #      point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
+        "context_size":    (1024,       100,        512,        256,        256,        256,        256),
+        "batch_size":      (256,        256,        256,        256,        256,        256,        256),
+        "rl_hidden":       ((256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3),
+        "num_train_steps": (65_000,     105_000,    210_000,    105_000,    105_000,    105_000,    105_000),
+        "eval_every":      (5_000,      5_000,      5_000,      5_000,      5_000,      5_000,      5_000),
+    },
+}
+# fmt: on
+# ---- END SHARED BLOCK: presets ----
+
+
+# Per-env defaults (the sizes are in PRESETS), used where an option above is left at None: one row per option, one
+# column per task family (the order of omrl_envs.ENV_IDS). The task-inference rows are CSRO's configs (algorithms.md
+# §1; ant-dir has none: ant-goal's CLUB weight), except sigma_test: ours, see README.
 # fmt: off
 ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
     "gamma":              (0.90,       0.99,       0.99,       0.99,       0.99,       0.99,       0.99),
     "club_weight":        (25,         10,         50,         50,         50,         25,         25),
     "latent_dim":         (20,         20,         20,         20,         20,         20,         40),
-    "context_size":       (128,        100,        512,        256,        256,        256,        256),
     "meta_batch_size":    (16,         16,         10,         16,         16,         16,         16),
-    "batch_size":         (64,         256,        256,        256,        256,        256,        256),
     "encoder_hidden":     ((200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3),
-    "rl_hidden":          ((128,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3, (256,) * 3),
-    "num_train_steps":    (20_000,     105_000,    210_000,    105_000,    105_000,    105_000,    105_000),
-    "eval_every":         (2_000,      5_000,      5_000,      5_000,      5_000,      5_000,      5_000),
     "proximal_noise_std": (0.3,        0.3,        0.3,        0.3,        0.3,        0.3,        0.3),
     # weighted policy constraints (SELECT's paper is silent): TD3+BC's alpha; state normalisation but on Point-Robot
     "alpha":              (2.5,        2.5,        2.5,        2.5,        2.5,        2.5,        2.5),
@@ -151,12 +177,15 @@ ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     human
 
 
 def resolve_args(args: Args) -> Args:
-    """Fill the per-env defaults and check every value; a bad value stops with a one-line message."""
+    """Fill the preset's sizes and the per-env defaults, check every value; a bad value stops with one line."""
     try:
         omrl_envs.get_family(args.env_id)
     except omrl_envs.EnvIdError as e:
         raise SystemExit(f"error: {e}") from None
-    table = {name: values[omrl_envs.ENV_IDS.index(args.env_id)] for name, values in ENV_DEFAULTS.items()}
+    if args.preset not in PRESETS:
+        raise SystemExit(f"error: unknown --preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
+    column = omrl_envs.ENV_IDS.index(args.env_id)
+    table = {name: values[column] for name, values in (PRESETS[args.preset] | ENV_DEFAULTS).items()}
     args = replace(args, **{k: v for k, v in table.items() if getattr(args, k) is None})
 
     def check(ok: bool, message: str):
@@ -238,11 +267,15 @@ def ensure_dataset(env_id: str, data_dir: str) -> Path:
 
 def load_offline_data(env_id: str, data_dir: str, normalize_states: bool, device: torch.device, obs_stats=None):
     """All 40 tasks' transitions as one tensor on the device; obs_stats (mean, std) given by a checkpoint, or computed
-    from the train tasks when normalize_states (test data serve the offline protocol alone)."""
+    from the train tasks when normalize_states (test data serve the offline protocol alone). The tasks are read one at
+    a time into one preallocated array and normalised in place: the peak memory is about the dataset's own size
+    (python benchmarks/bench_load.py)."""
     family = omrl_envs.get_family(env_id)
+    obs_dim, act_dim = family.obs_dim, family.act_dim
     dataset_dir = ensure_dataset(env_id, data_dir)
     try:
-        manifest, tasks = omrl_envs.load_dataset(dataset_dir, env_id)
+        manifest = omrl_envs.read_manifest(dataset_dir, env_id)
+        counts = [omrl_envs.read_task_length(dataset_dir, env_id, t) for t in range(omrl_envs.NUM_TASKS)]
     except omrl_envs.DatasetError as e:
         raise SystemExit(f"error: {e}") from None
     if manifest.get("complete") is False:
@@ -250,41 +283,65 @@ def load_offline_data(env_id: str, data_dir: str, normalize_states: bool, device
             f"error: {dataset_dir / omrl_envs.MANIFEST}: dataset is incomplete (collection was interrupted); "
             f"rebuild with: python collect_sac.py --env-id {env_id} --data-dir {data_dir}"
         )
-    obs_mean, obs_std = np.zeros(family.obs_dim), np.ones(family.obs_dim)
+    counts = np.array(counts, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    task_rows = [slice(offset, offset + count) for offset, count in zip(offsets, counts)]
+    obs, next_obs = slice(0, obs_dim), slice(obs_dim + act_dim + 1, 2 * obs_dim + act_dim + 1)
+    rows = np.empty((counts.sum(), 2 * obs_dim + act_dim + 2), dtype=np.float32)
+    hasher = omrl_envs.DatasetHasher()  # the fingerprint, task by task
+    for t in range(omrl_envs.NUM_TASKS):
+        try:
+            task = omrl_envs.read_task_data(dataset_dir, env_id, t)
+        except omrl_envs.DatasetError as e:
+            raise SystemExit(f"error: {e}") from None
+        if len(task["rewards"]) != counts[t]:
+            raise SystemExit(f"error: {omrl_envs.task_file(dataset_dir, t)}: the file changed while it was read")
+        hasher.update(task)
+        block = rows[task_rows[t]]
+        block[:, obs] = task["observations"]
+        block[:, obs_dim : obs_dim + act_dim] = task["actions"]
+        block[:, obs_dim + act_dim] = task["rewards"]
+        block[:, next_obs] = task["next_observations"]
+        block[:, -1] = task["terminations"]  # truncations are time limits, not terminal states: bootstrap
+        del task, block  # at most one task's arrays besides `rows`
+    obs_mean, obs_std = np.zeros(obs_dim), np.ones(obs_dim)
     if obs_stats is not None:
         obs_mean, obs_std = obs_stats
     elif normalize_states:
-        train_obs = np.concatenate([tasks[t]["observations"] for t in omrl_envs.TRAIN_TASKS]).astype(np.float64)
-        obs_mean, obs_std = train_obs.mean(0), train_obs.std(0) + 1e-3
-    rows = []
-    for t in range(omrl_envs.NUM_TASKS):
-        d = tasks[t]
-        rows.append(
-            np.concatenate(
-                [
-                    (d["observations"] - obs_mean) / obs_std,
-                    d["actions"],
-                    d["rewards"][:, None],
-                    (d["next_observations"] - obs_mean) / obs_std,
-                    d["terminations"][:, None],  # truncations are time limits, not terminal states: bootstrap
-                ],
-                axis=1,
-            ).astype(np.float32)
-        )
-    counts = np.array([len(r) for r in rows], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    context_dim = family.obs_dim + family.act_dim + 1 + (family.obs_dim if family.next_obs_in_context else 0)
+        obs_mean, obs_std = state_statistics(rows[:, obs], [task_rows[t] for t in omrl_envs.TRAIN_TASKS])
+    if obs_stats is not None or normalize_states:
+        for part in task_rows:
+            for columns in (obs, next_obs):
+                normalised = rows[part, columns] - obs_mean  # in float64 (NumPy's promotion), stored as float32
+                normalised /= obs_std
+                rows[part, columns] = normalised
+    context_dim = obs_dim + act_dim + 1 + (obs_dim if family.next_obs_in_context else 0)
     return OfflineData(
-        rows=torch.from_numpy(np.concatenate(rows)).to(device),
+        rows=torch.from_numpy(rows).to(device),
         offsets=torch.from_numpy(offsets).to(device),
         counts=torch.from_numpy(counts).to(device),
         obs_mean=obs_mean,
         obs_std=obs_std,
-        obs_dim=family.obs_dim,
-        act_dim=family.act_dim,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
         context_dim=context_dim,
-        fingerprint=omrl_envs.dataset_fingerprint(manifest, tasks),
+        fingerprint=hasher.fingerprint(manifest),
     )
+
+
+def state_statistics(states: np.ndarray, parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (+ 1e-3) in float64 of the rows `parts` of `states`, one part at a time and bit-identical to
+    NumPy's mean(0) and std(0) of those rows concatenated: NumPy sums a C-order array over axis 0 row after row,
+    from 0, which the running sums continue; std is the root of the mean squared deviation from the mean."""
+    total, n = np.zeros(states.shape[1]), sum(part.stop - part.start for part in parts)
+    for part in parts:
+        total = np.add.reduce(np.concatenate([total[None], states[part]]), axis=0)
+    mean, squares = total / n, np.zeros(states.shape[1])
+    for part in parts:
+        deviation = states[part] - mean
+        deviation *= deviation
+        squares = np.add.reduce(np.concatenate([squares[None], deviation]), axis=0)
+    return mean, np.sqrt(squares / n) + 1e-3
 
 
 def check_dataset(checkpoint: dict | None, data: OfflineData, checkpoint_file) -> None:
@@ -706,6 +763,24 @@ def check_finite(loss_sums: dict, first_step: int, last_step: int, checkpoint_pa
         )
 
 
+@functools.cache
+def code_at_start() -> dict:
+    """The code this process runs, read once when main starts (a file edited while a run trains is not its code)."""
+    return omrl_envs.code_version(__file__, omrl_envs.__file__)
+
+
+def history_before(path: Path, step: int) -> list[str]:
+    """The lines of an eval_history.jsonl before `step`; a line cut short by a kill is dropped."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] < step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            pass
+    return kept
+
+
 def run_record(step: int, args, results: dict, data: OfflineData, device, wall_seconds: float | None = None) -> dict:
     """final_eval.json / --eval-output: the evaluation, the options, and what produced it (data, code, machine)."""
     return {
@@ -713,7 +788,7 @@ def run_record(step: int, args, results: dict, data: OfflineData, device, wall_s
         "args": asdict(args),
         "protocols": results,
         "dataset": data.fingerprint,
-        "code": omrl_envs.code_version(__file__, omrl_envs.__file__),
+        "code": code_at_start(),
         "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
         "threads": torch.get_num_threads(),
         "device": str(device),
@@ -751,8 +826,12 @@ if __name__ == "__main__":
             raise SystemExit(f"error: {checkpoint_file}: not a readable checkpoint ({e.__class__.__name__})") from None
         saved.eval_checkpoint, saved.resume, saved.run_name = args.eval_checkpoint, args.resume, args.run_name
         args = tyro.cli(Args, default=saved)  # e.g. a sweep of --proximal-noise-std, or more --num-train-steps
-    # ---- END SHARED BLOCK: command line and checkpoint ----
     args = resolve_args(args)
+    code_at_start()  # the code version now: files may change while the run trains
+    table_options = (*PRESETS[args.preset], *ENV_DEFAULTS)
+    resolved = ", ".join(f"{name} {getattr(args, name)}" for name in table_options)
+    print(f"{args.env_id}, preset {args.preset}: {resolved}", flush=True)  # the table's values, flags applied
+    # ---- END SHARED BLOCK: command line and checkpoint ----
     noise = (args.proximal_noise_std, args.proximal_noise_min, args.proximal_noise_max)
 
     # ---- SHARED BLOCK: seeding and device (identical in select.py and baselines/*.py; tests check) ----
@@ -829,8 +908,7 @@ if __name__ == "__main__":
     run_dir.mkdir(parents=True, exist_ok=True)
     history = run_dir / "eval_history.jsonl"
     if history.is_file():  # keep the evaluations before start_step (none when starting over)
-        kept = [line for line in history.read_text().splitlines() if json.loads(line)["step"] < start_step]
-        history.write_text("".join(f"{line}\n" for line in kept))
+        history.write_text("".join(f"{line}\n" for line in history_before(history, start_step)))
     writer = SummaryWriter(str(run_dir), purge_step=start_step)  # TensorBoard hides older events from start_step on
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())

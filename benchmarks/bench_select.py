@@ -6,7 +6,7 @@ data/point-robot/ holds a complete dataset, else a synthetic one written to a te
 median over the logging intervals after the first (warm-up); peak RSS is the child's ru_maxrss (data loading and
 one short evaluation included).
 
-    python benchmarks/bench_select.py                       # CSRO sizes and the default preset
+    python benchmarks/bench_select.py                       # CSRO sizes (--preset reference) and the default, cpu
     python benchmarks/bench_select.py --configs csro --steps 60 --threads 2
     python benchmarks/bench_select.py --script baselines/csro.py --configs csro --steps 40
 """
@@ -30,13 +30,11 @@ sys.path.append(str(ROOT))  # appended: the standard library's `select` stays fi
 import omrl_envs  # noqa: E402
 
 CONFIGS = {
-    # CSRO's Point-Robot sizes (algorithms.md §1-2): meta-batch 16 x 256, context 1024, latent 20, 200x3 / 256x3 nets
-    "csro": [
-        "--meta-batch-size", "16", "--batch-size", "256", "--context-size", "1024", "--latent-dim", "20",
-        "--encoder-hidden", "200", "200", "200", "--rl-hidden", "256", "256", "256",
-    ],
-    "preset": [],  # the script's Point-Robot defaults
-}  # fmt: skip
+    # CSRO's Point-Robot sizes (algorithms.md §1-2), the scripts' reference preset: meta-batch 16 x 256, context 1024,
+    # 200x3 encoder, 256x3 RL nets, the script's latent size (20; OffPEARL 5)
+    "csro": ["--preset", "reference"],
+    "preset": [],  # the script's default preset, cpu: on Point-Robot context 128, batch 64, 128x3 RL nets
+}
 
 
 def synthetic_dataset(data_dir: Path, transitions_per_task: int = 14_000) -> None:

@@ -22,7 +22,6 @@ starts over. A missing dataset is built first (collect_sac.py; one collector per
 
 import argparse
 import fcntl
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -58,6 +57,8 @@ METHODS = {
     "csro": {"script": "baselines/csro.py", "flags": []},
     "focal": {"script": "baselines/focal.py", "flags": []},
     "offpearl": {"script": "baselines/offpearl.py", "flags": []},
+    "corro": {"script": "baselines/corro.py", "flags": []},
+    "borel": {"script": "baselines/borel.py", "flags": []},
     **{
         m: {"script": "select.py", "flags": [*f, *ABLATION_STEPS], "variant_of": "select"} for m, f in ABLATIONS.items()
     },
@@ -65,6 +66,7 @@ METHODS = {
 }
 GROUPS = {
     "main": ["select", "csro", "focal", "offpearl"],
+    "corro-borel": ["corro", "borel"],  # issue 13's two: Point-Robot with 5 seeds first
     "ablations": list(ABLATIONS),
     "sigma": ["select-sigma0.1", "select-sigma0.2", "select-sigma0.5"],
 }
@@ -199,19 +201,11 @@ def read_history(path: Path) -> list[dict]:
 
 
 def code_version(*paths: Path) -> dict:
-    """For a final evaluation that does not say which code ran: git commit and dirty flag, SHA-256 of the files."""
-    git = ["git", "-C", str(ROOT)]
-    try:
-        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        status = [*git, "status", "--porcelain", "--", *map(str, paths)]
-        dirty = bool(subprocess.run(status, capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", False
-    return {
-        "git_commit": commit or None,
-        "git_dirty": dirty,
-        "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()},
-    }
+    """For a final evaluation that does not say which code ran: the checkout's now (omrl_envs.code_version)."""
+    sys.path.append(str(ROOT))  # appended: the standard library's `select` stays first
+    import omrl_envs
+
+    return omrl_envs.code_version(*(p for p in paths if p.is_file()))
 
 
 def machine(torch_version: str | None) -> dict:

@@ -60,16 +60,45 @@ def softplus(x):
 
 @pytest.mark.parametrize("script", ["select", *SCRIPTS])
 def test_per_env_table_fills_every_table_option_for_every_family(script):
-    """ENV_DEFAULTS: one row per option, one value per family in omrl_envs.ENV_IDS order, read by resolve_args."""
+    """PRESETS (the sizes, one table per preset; a shared block, so the same in every script) and ENV_DEFAULTS (the
+    algorithm's own rows): one row per option, one value per family in omrl_envs.ENV_IDS order, read by resolve_args
+    for every preset and every family; a flag overrides one entry."""
     module = sel if script == "select" else MODULES[script]
     left_none = {f.name for f in dataclasses.fields(module.Args) if f.default is None}
-    assert left_none - set(module.ENV_DEFAULTS) == {"run_name", "eval_checkpoint", "eval_output"}
-    for index, env_id in enumerate(omrl_envs.ENV_IDS):
-        args = module.resolve_args(module.Args(env_id=env_id))
-        for name, values in module.ENV_DEFAULTS.items():
-            assert len(values) == len(omrl_envs.ENV_IDS), name
-            assert getattr(args, name) == values[index], (env_id, name)
+    assert set(module.PRESETS) == {"cpu", "reference"} and module.Args().preset == "cpu"
+    for preset, sizes in module.PRESETS.items():
+        assert set(sizes) == set(module.PRESETS["cpu"]) and not set(sizes) & set(module.ENV_DEFAULTS)
+        assert left_none - set(sizes) - set(module.ENV_DEFAULTS) == {"run_name", "eval_checkpoint", "eval_output"}
+        for index, env_id in enumerate(omrl_envs.ENV_IDS):
+            args = module.resolve_args(module.Args(env_id=env_id, preset=preset))
+            for name, values in (sizes | module.ENV_DEFAULTS).items():
+                assert len(values) == len(omrl_envs.ENV_IDS), name
+                assert getattr(args, name) == values[index], (preset, env_id, name)
     assert sel.resolve_args(sel.Args(env_id="walker-rand-params")).latent_dim == 40  # a spot check of the layout
+    args = module.resolve_args(module.Args(env_id="ant-goal", preset="reference", batch_size=32))
+    assert (args.batch_size, args.context_size, args.num_train_steps) == (32, 512, 210_000)
+
+
+@pytest.mark.parametrize("script", ["select", *SCRIPTS])
+def test_presets_keep_the_sizes_of_every_run_so_far(script):
+    """cpu on Point-Robot is the preset of every Point-Robot run so far, reference on the MuJoCo families their
+    earlier defaults (CSRO's sizes); reference on Point-Robot is CSRO's (context 1024, batch 256, 256x3, 65,000)."""
+    module = sel if script == "select" else MODULES[script]
+    sizes = ("context_size", "meta_batch_size", "batch_size", "rl_hidden", "num_train_steps", "eval_every")
+
+    def resolved(env_id, preset):
+        args = module.resolve_args(module.Args(env_id=env_id, preset=preset))
+        return tuple(getattr(args, name) for name in sizes)
+
+    assert resolved("point-robot", "cpu") == (128, 16, 64, (128,) * 3, 20_000, 2_000)
+    assert resolved("point-robot", "reference") == (1024, 16, 256, (256,) * 3, 65_000, 5_000)
+    assert resolved("cheetah-vel", "reference") == (100, 16, 256, (256,) * 3, 105_000, 5_000)
+    assert resolved("ant-goal", "reference") == (512, 10, 256, (256,) * 3, 210_000, 5_000)
+    for env_id in ("ant-dir", "humanoid-dir", "hopper-rand-params", "walker-rand-params"):
+        assert resolved(env_id, "reference") == (256, 16, 256, (256,) * 3, 105_000, 5_000)
+    assert resolved("ant-goal", "cpu") == (100, 10, 64, (128,) * 3, 10_000, 1_000)  # provisional MuJoCo cpu sizes
+    with pytest.raises(SystemExit, match="unknown --preset 'gpu': choose one of cpu, reference"):
+        module.resolve_args(module.Args(preset="gpu"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -149,6 +149,9 @@ def test_kill_and_resume(tmp_path):
     _, stderr = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{stderr.decode()[-2000:]}"
     assert not (killed_dir / "point-robot" / omrl_envs.MANIFEST).exists()
+    # The resume state keeps only the intervals that the ring buffer still holds (250 steps: 3 of 100, one of them
+    # partly; one more may be written, or not yet deleted, at the kill), not all 6 or more since step 0.
+    assert len(list((killed_dir / "point-robot" / "resume").glob("replay_*.npz"))) <= 5
 
     # Other settings: refused in one line, the unfinished run left alone.
     other = collect(killed_dir, "point-robot", RESUME | {"--learning-rate": 3e-3}, check=False)
@@ -168,6 +171,9 @@ def test_same_seed_same_dataset(tmp_path):
     collect(tmp_path / "a")
     collect(tmp_path / "b")
     assert_same_dataset(tmp_path / "a" / "point-robot", tmp_path / "b" / "point-robot")
+    # A replay capacity above the run's steps (as the cpu presets' below the reference's caps) changes nothing.
+    collect(tmp_path / "large_replay", "point-robot", TINY | {"--buffer-size": 100_000})
+    assert_same_dataset(tmp_path / "a" / "point-robot", tmp_path / "large_replay" / "point-robot")
     collect(tmp_path / "c", "point-robot", TINY, "--seed", "1")
     _, data_a = omrl_envs.load_dataset(tmp_path / "a" / "point-robot", "point-robot")
     _, data_c = omrl_envs.load_dataset(tmp_path / "c" / "point-robot", "point-robot")
@@ -192,6 +198,23 @@ def test_learning_signal(tmp_path):
 @pytest.fixture(scope="module")
 def collect_sac():
     return load_script("collect_sac.py", "collect_sac_module")
+
+
+def test_replay_capacity_fits_64_gb_at_every_preset(collect_sac):
+    """Humanoid's reference replay is capped (40 x 1M transitions of 2,860 bytes would be 114 GB); every other
+    family and preset keeps every step, as the reference, and fits too."""
+    for env_id in omrl_envs.ENV_IDS:
+        family = omrl_envs.FAMILIES[env_id]
+        transition_bytes = (2 * family.obs_dim + family.act_dim + 2) * 4  # s, a, r, s', not_done in float32
+        for preset in ("cpu", "reference"):
+            cfg = collect_sac.resolve_settings(collect_sac.Args(env_id=env_id, preset=preset))
+            assert omrl_envs.NUM_TASKS * cfg.buffer_size * transition_bytes < 40e9, (env_id, preset)
+            if (env_id, preset) != ("humanoid-dir", "reference"):
+                assert cfg.buffer_size == cfg.total_steps, (env_id, preset)
+    humanoid = collect_sac.resolve_settings(collect_sac.Args(env_id="humanoid-dir", preset="reference"))
+    assert humanoid.buffer_size == 300_000 and humanoid.total_steps == 1_000_000
+    override = collect_sac.Args(env_id="humanoid-dir", preset="reference", buffer_size=10)
+    assert collect_sac.resolve_settings(override).buffer_size == 10
 
 
 def per_task(name, tensor, num_tasks):

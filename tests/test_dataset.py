@@ -1,5 +1,6 @@
 """The dataset format: round trip, and a one-line error naming the file for each kind of bad input."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -155,3 +156,39 @@ def test_empty_task_data(tmp_path):
     with pytest.raises(DatasetError) as e:
         write_task_data(tmp_path, ENV_ID, 0, data)
     assert_one_line_error(e, "no transitions")
+
+
+def test_fingerprint_task_by_task_keeps_its_value(dataset):
+    """DatasetHasher (task by task, as the loader reads) gives dataset_fingerprint's dict, whose content hash is the
+    SHA-256 of every task's arrays in task and key order, as it always was (runs record it; checkpoints compare it)."""
+    manifest, data = load_dataset(dataset, ENV_ID)
+    digest = hashlib.sha256()
+    for t in range(omrl_envs.NUM_TASKS):
+        for key in omrl_envs.FLOAT_KEYS + omrl_envs.ID_KEYS:
+            digest.update(np.ascontiguousarray(data[t][key]).tobytes())
+    hasher = omrl_envs.DatasetHasher()
+    for t in range(omrl_envs.NUM_TASKS):
+        hasher.update(read_task_data(dataset, ENV_ID, t))
+    fingerprint = hasher.fingerprint(manifest)
+    assert fingerprint == omrl_envs.dataset_fingerprint(manifest, data)
+    assert fingerprint["content_hash"] == digest.hexdigest()
+    assert fingerprint["transitions_per_task"] == [50] * omrl_envs.NUM_TASKS and fingerprint["seed"] == 0
+    assert set(fingerprint) == {"env_id", "seed", "settings", "code_version", "transitions_per_task", "content_hash"}
+
+
+def test_task_length_and_its_errors(dataset):
+    assert omrl_envs.read_task_length(dataset, ENV_ID, 5) == 50
+    (dataset / "task_07.npz").unlink()
+    with pytest.raises(DatasetError) as e:
+        omrl_envs.read_task_length(dataset, ENV_ID, 7)
+    assert_one_line_error(e, "task_07.npz", "missing task file")
+    (dataset / "task_03.npz").write_bytes(b"not an npz file")
+    with pytest.raises(DatasetError) as e:
+        omrl_envs.read_task_length(dataset, ENV_ID, 3)
+    assert_one_line_error(e, "task_03.npz", "corrupt file")
+    data = fake_task_data()
+    del data["rewards"]
+    np.savez(dataset / "task_04.npz", **data)
+    with pytest.raises(DatasetError) as e:
+        omrl_envs.read_task_length(dataset, ENV_ID, 4)
+    assert_one_line_error(e, "task_04.npz", "missing array 'rewards'")

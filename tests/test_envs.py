@@ -1,9 +1,11 @@
 """The env registry: shapes, task lists, rewards on hand-computed transitions, task switching, seeding."""
 
+import json
 import math
 
 import numpy as np
 import pytest
+from conftest import run_script
 
 import omrl_envs
 from omrl_envs import ENV_IDS, FAMILIES, TEST_TASKS, TRAIN_TASKS, make_env, task_list
@@ -146,6 +148,55 @@ def test_mujoco_reward_hand_computed(env_id):
 def test_walker_uses_reference_feet_friction():
     defaults = make_env("walker-rand-params").unwrapped.default_params["geom_friction"]
     assert sorted(defaults[-2:, 0].tolist()) == [0.9, 1.9]
+
+
+# cheetah-vel's body masses before issue 15, when the model came from half_cheetah.xml's settotalmass="14"
+CHEETAH_BODY_MASSES = [
+    0.0, 6.25020920502092, 1.5435146443514645, 1.5874476987447697, 1.0953974895397491, 1.4380753138075317,
+    1.200836820083682, 0.8845188284518829,
+]  # fmt: skip
+
+
+def model_differences(ours, theirs, prefix="", depth=0) -> list:
+    """Names of the fields of two MjModels (arrays, numbers, names, and the fields of opt, stat, vis and vis's parts)
+    that differ in any bit."""
+    different = []
+    for name in [n for n in dir(ours) if not n.startswith("_")]:
+        value, other = getattr(ours, name), getattr(theirs, name)
+        if isinstance(value, np.ndarray):
+            same = value.shape == other.shape and value.tobytes() == other.tobytes()
+        elif isinstance(value, (int, float, str, bytes)):
+            same = value == other
+        elif type(value).__module__ == "mujoco._structs" and not callable(value) and depth < 2:
+            different += model_differences(value, other, f"{prefix}{name}.", depth + 1)
+            continue
+        else:
+            continue
+        if not same:
+            different.append(prefix + name)
+    return different
+
+
+def test_cheetah_builds_without_the_settotalmass_warning():
+    """mujoco 4.0 prints a deprecation warning for half_cheetah.xml's settotalmass at every build; ours compiles the
+    model without it and scales it as that option did: no warning, the recorded masses (total 14), and in every bit
+    the model and the trajectories of gymnasium's HalfCheetah-v5 built from the XML."""
+    masses = "json.dumps(omrl_envs.make_env('cheetah-vel').unwrapped.model.body_mass.tolist())"
+    proc = run_script("-c", f"import json, omrl_envs; print({masses})", timeout=120)
+    assert "settotalmass" not in proc.stdout + proc.stderr and "WARNING" not in proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == CHEETAH_BODY_MASSES
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+    ours, theirs = make_env("cheetah-vel", 5), HalfCheetahEnv(ctrl_cost_weight=0.05)  # theirs: the XML (it warns)
+    assert ours.unwrapped.model.body_mass.sum() == pytest.approx(14.0, abs=1e-12)
+    assert model_differences(ours.unwrapped.model, theirs.model) == []
+    obs, _ = ours.reset(seed=4)
+    np.testing.assert_array_equal(obs, theirs.reset(seed=4)[0])
+    for action in fixed_actions("cheetah-vel", 100):
+        obs, _, _, _, info = ours.step(action)
+        their_obs, _, _, _, their_info = theirs.step(action)
+        np.testing.assert_array_equal(obs, their_obs)
+        assert info["x_velocity"] == their_info["x_velocity"]
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -17,6 +17,8 @@ PAIRS = [
     ("baselines/offpearl.py", "select.py"),
     ("baselines/focal.py", "baselines/csro.py"),
     ("baselines/offpearl.py", "baselines/csro.py"),
+    ("baselines/corro.py", "baselines/csro.py"),
+    ("baselines/borel.py", "baselines/csro.py"),
 ]
 
 
