@@ -436,7 +436,10 @@ def comparison_table(methods: dict, baselines: list[str], protocols, reps: int) 
                 row.append("–")
             elif rliable is not None and x is not None and y is not None:
                 difference, low, high, probability = improvement(x, y, rliable, reps)
-                row.append(f"{fmt(difference, True)} [{fmt(low, True)}, {fmt(high, True)}], P {fmt(probability)}")
+                if min(len(x), len(y)) < 2:  # resampling one seed gives that seed: no interval to speak of
+                    row.append(f"{fmt(difference, True)} [no interval: 1 seed], P {fmt(probability)}")
+                else:
+                    row.append(f"{fmt(difference, True)} [{fmt(low, True)}, {fmt(high, True)}], P {fmt(probability)}")
             else:
                 a, b = [v[0] for v in mine], [v[0] for v in theirs]
                 why = "" if rliable is None else "; no per-task scores: no interval"
