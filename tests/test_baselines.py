@@ -11,7 +11,9 @@ import torch
 from conftest import ROOT, load_script, run_script
 from test_select import (
     TINY,
+    assert_headline_printed,
     assert_one_line_error,
+    assert_reevaluation_reproduces,
     assert_tiny_evaluation_record,
     random_batch,
     scalars,
@@ -306,23 +308,12 @@ def test_run_record_and_every_protocol(script, tiny_runs):
     ):  # fmt: skip
         assert key in tags, key
     assert [step for step, _ in tags["losses/critic_loss"]] == [10, 20, 30, 40]
-    assert MODULES[script].HEADLINE_PROTOCOL == HEADLINES[script]
-    headline = final["protocols"][HEADLINES[script]]["return"]
-    assert stdout.strip().splitlines()[-1].endswith(f"{HEADLINES[script]}, return {headline:.2f}")
+    assert_headline_printed(MODULES[script], HEADLINES[script], final, stdout)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_reevaluating_a_checkpoint_reproduces_the_logged_numbers(script, tiny_runs, tmp_path):
-    run_dir = tiny_runs[script][0]
-    output = tmp_path / "reeval.json"
-    run_script(f"baselines/{script}.py", "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output)
-    final = json.loads((run_dir / "final_eval.json").read_text())
-    assert json.loads(output.read_text())["protocols"] == final["protocols"]  # exactly, stochastic exploration included
-    for protocol in sel.PROTOCOLS:  # each protocol's samples are its own: alone, it gives the logged number
-        output = tmp_path / f"{protocol}.json"
-        run_script(f"baselines/{script}.py", "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output,
-                   "--protocols", protocol)  # fmt: skip
-        assert json.loads(output.read_text())["protocols"] == {protocol: final["protocols"][protocol]}
+    assert_reevaluation_reproduces(f"baselines/{script}.py", tiny_runs[script][0], tmp_path, sel.PROTOCOLS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

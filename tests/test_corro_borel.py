@@ -13,7 +13,9 @@ from conftest import ROOT, load_script, run_script
 from test_collect_sac import TINY_MUJOCO
 from test_select import (
     TINY,
+    assert_headline_printed,
     assert_one_line_error,
+    assert_reevaluation_reproduces,
     assert_tiny_evaluation_record,
     scalars,
     write_scripted_point_robot_dataset,
@@ -359,18 +361,12 @@ def test_run_record_and_every_protocol(script, tiny_runs):
     logged = {"generative_loss": [10], "infonce_loss": [10, 20], "vae_reward_loss": [10, 20], "vae_kl_loss": [10, 20]}
     for name in PRETRAINING_LOSSES[script]:  # CVAE steps 1-5, InfoNCE 6-15; VAE 1-15; flushed every 10 steps
         assert [step for step, _ in tags[f"losses/{name}"]] == logged[name], name
-    assert MODULES[script].HEADLINE_PROTOCOL == HEADLINES[script]
-    headline = final["protocols"][HEADLINES[script]]["return"]
-    assert stdout.strip().splitlines()[-1].endswith(f"{HEADLINES[script]}, return {headline:.2f}")
+    assert_headline_printed(MODULES[script], HEADLINES[script], final, stdout)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_reevaluating_a_checkpoint_reproduces_the_logged_numbers(script, tiny_runs, tmp_path):
-    run_dir = tiny_runs[script][0]
-    output = tmp_path / "reeval.json"
-    run_script(f"baselines/{script}.py", "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output)
-    final = json.loads((run_dir / "final_eval.json").read_text())
-    assert json.loads(output.read_text())["protocols"] == final["protocols"]  # exactly, stochastic exploration included
+    assert_reevaluation_reproduces(f"baselines/{script}.py", tiny_runs[script][0], tmp_path, ())
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -118,6 +118,26 @@ def assert_one_line_error(proc, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def assert_headline_printed(module, protocol: str, final: dict, stdout: str) -> None:
+    """The script's HEADLINE_PROTOCOL is its paper's, and its last line prints that protocol's final return."""
+    assert module.HEADLINE_PROTOCOL == protocol
+    headline = final["protocols"][protocol]["return"]
+    assert stdout.strip().splitlines()[-1].endswith(f"{protocol}, return {headline:.2f}")
+
+
+def assert_reevaluation_reproduces(script: str, run_dir: Path, tmp_path: Path, protocols=()) -> None:
+    """--eval-checkpoint gives final_eval.json's protocols exactly; alone, each of `protocols` gives its own."""
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    output = tmp_path / "reeval.json"
+    run_script(script, "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output)
+    assert json.loads(output.read_text())["protocols"] == final["protocols"]  # exactly, every float
+    for protocol in protocols:  # each protocol's samples are its own: alone, it gives the logged number
+        output = tmp_path / f"{protocol}.json"
+        run_script(script, "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-output", output,
+                   "--protocols", protocol)  # fmt: skip
+        assert json.loads(output.read_text())["protocols"] == {protocol: final["protocols"][protocol]}
+
+
 def assert_tiny_evaluation_record(run_dir: Path, protocols) -> dict:
     """final_eval.json and eval_history.jsonl of a TINY run (40 steps, evaluated at 20 and 40); returns the final."""
     final = json.loads((run_dir / "final_eval.json").read_text())
