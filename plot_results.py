@@ -40,7 +40,7 @@ PAPER_FIGURES = {  # what the papers report on their own data (benchmark.md §4)
 BOOTSTRAP_SEED = 0  # the tables are reproducible: every comparison resamples from this seed
 BOOTSTRAP_REPS = 10_000
 RESULT_NAME = re.compile(r"(?P<method>.+)__s(?P<seed>\d+)")  # <method>__s<seed>, result files and study run dirs
-MARKER = re.compile(r"^<!-- results:(?P<env_id>[\w.-]+) -->$", re.MULTILINE)
+MARKER = re.compile(r"^<!-- results:(?P<name>[\w./-]+) -->$", re.MULTILINE)  # <block prefix><env id>
 
 
 @dataclass
@@ -63,6 +63,12 @@ class Args:
     """also replace the marked results block of each env in this file (e.g. README.md)"""
     check_readme: str | None = None
     """write nothing; exit 1 if a marked results block in this file differs from what would be generated"""
+    block_prefix: str = ""
+    """the README blocks of these results are named <block-prefix><env-id> (e.g. fidelity/ for --results-dir
+    results/fidelity); the blocks of other prefixes are left alone"""
+    training_tags: tuple[str, ...] = ()
+    """also plot these training scalars of the result files (e.g. charts/brac_alpha), mean over seeds, one panel
+    each, to <out-dir>/<env-id>_training.png"""
 
 
 class InputError(Exception):
@@ -83,6 +89,7 @@ class Run:
     final: dict  # {protocol: {"return": float, "per_task": {task: float} | None, "context_shift": float | None}}
     curve: dict = field(default_factory=dict)  # {protocol: {step: (return, context_shift)}}
     source: str = ""
+    training: dict = field(default_factory=dict)  # {tag: {step: value}}: the training scalars (result files)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,6 +130,8 @@ def load_result_file(path: Path) -> Run:
             if len(returns) != len(steps) or len(shifts) != len(steps):
                 raise ValueError(f"curve of {protocol} has {len(returns)} values for {len(steps)} steps")
             run.curve[protocol] = dict(zip(steps, zip(map(float, returns), shifts)))
+        for tag, trace in record.get("training", {}).items():
+            run.training[tag] = dict(zip(map(int, trace["steps"]), map(float, trace["values"]), strict=True))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise InputError(f"{path} is not a valid result file ({type(error).__name__}: {error})") from None
     if run.reevaluates is not None and not RESULT_NAME.fullmatch(str(run.reevaluates)):
@@ -545,17 +554,23 @@ def results_tables(
 # ------------------------------------------------------------------------------------------------
 # README blocks
 # ------------------------------------------------------------------------------------------------
-def replace_readme_blocks(text: str, blocks: dict[str, str], path: str = "README") -> tuple[str, list[str]]:
-    """`text` with each marked block replaced by blocks[env_id], and the env ids whose block changed."""
+def replace_readme_blocks(
+    text: str, blocks: dict[str, str], path: str = "README", prefix: str = ""
+) -> tuple[str, list[str]]:
+    """`text` with each block marked <prefix><env_id> replaced by blocks[env_id], and the env ids whose block
+    changed; blocks of another prefix (the part of the name up to its last /) are left alone."""
     changed, pieces, position = [], [], 0
     for start in MARKER.finditer(text):
-        env_id = start["env_id"]
-        end_marker = f"<!-- /results:{env_id} -->"
+        name = start["name"]
+        if name[: name.rfind("/") + 1] != prefix:
+            continue
+        env_id = name[len(prefix) :]
+        end_marker = f"<!-- /results:{name} -->"
         end = text.find("\n" + end_marker, start.end())
         if end < 0:
-            raise InputError(f"{path}: the block of {env_id} has no closing line {end_marker}")
+            raise InputError(f"{path}: the block of {name} has no closing line {end_marker}")
         if env_id not in blocks:
-            raise InputError(f"{path} marks a results block for {env_id}, but there are no results for {env_id}")
+            raise InputError(f"{path} marks a results block for {name}, but there are no results for {env_id}")
         new = "\n\n" + blocks[env_id] + "\n"
         if text[start.end() : end + 1] != new:
             changed.append(env_id)
@@ -618,6 +633,27 @@ def plot_env(env_id: str, methods: dict, protocols, colors: dict, path: Path) ->
     plt.close(fig)
 
 
+def plot_training(env_id: str, methods: dict, tags, colors: dict, path: Path) -> None:
+    """One panel per training scalar: each method's mean over its seeds at the steps all of them logged."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tags), figsize=(4.8 * len(tags), 3.6), squeeze=False)
+    for ax, tag in zip(axes[0], tags):
+        for method, runs in methods.items():
+            traces = [r.training[tag] for r in runs if tag in r.training]
+            if traces:
+                steps = sorted(set.intersection(*(set(t) for t in traces)))
+                ax.plot(steps, [np.mean([t[s] for t in traces]) for s in steps], color=colors[method],
+                        label=f"{method} ({len(traces)} seed{'s' * (len(traces) > 1)})")  # fmt: skip
+        style_axis(ax, tag)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.suptitle(f"{env_id}: training scalars, mean over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_summary(grouped: dict, colors: dict, path: Path) -> None:
     """Per env, each base method's online protocol with the highest mean final return."""
     import matplotlib.pyplot as plt
@@ -651,7 +687,7 @@ def main(args: Args) -> None:
     if args.check_readme:
         text = Path(args.check_readme).read_text()
         blocks = {e: env_tables(e, m, protocols, args.methods, args.bootstrap_reps) for e, m in grouped.items()}
-        _, changed = replace_readme_blocks(text, blocks, args.check_readme)
+        _, changed = replace_readme_blocks(text, blocks, args.check_readme, args.block_prefix)
         if changed:
             raise InputError(
                 f"{args.check_readme}: the results block of {', '.join(changed)} differs from the results; regenerate"
@@ -670,6 +706,8 @@ def main(args: Args) -> None:
     blocks = {}
     for env_id, methods in grouped.items():
         plot_env(env_id, plotted[env_id], protocols, colors, out_dir / f"{env_id}.png")
+        if args.training_tags:
+            plot_training(env_id, plotted[env_id], args.training_tags, colors, out_dir / f"{env_id}_training.png")
         blocks[env_id] = env_tables(env_id, methods, protocols, args.methods, args.bootstrap_reps)
     plot_summary(plotted, colors, out_dir / "summary.png")
     report = "\n".join(f"### {e}\n\n{b}" for e, b in blocks.items())
@@ -680,7 +718,7 @@ def main(args: Args) -> None:
         print(f"note: rliable is not importable ({rliable_error}): the tables have no bootstrap intervals")
     if args.readme:
         text = Path(args.readme).read_text()
-        new_text, changed = replace_readme_blocks(text, blocks, args.readme)
+        new_text, changed = replace_readme_blocks(text, blocks, args.readme, args.block_prefix)
         if changed:
             Path(args.readme).write_text(new_text)
         print(f"{args.readme}: " + (f"updated {', '.join(changed)}" if changed else "results blocks up to date"))

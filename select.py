@@ -77,6 +77,9 @@ class Args:
     """eps_min of eq. 4: lower clip of the proximal noise"""
     proximal_noise_max: float = 0.5
     """eps_max of eq. 4: upper clip of the proximal noise"""
+    reinfer: str = "round"
+    """when online-random and online-proximal re-infer z: 'round' after each exploration round, before its scored
+    episode (algorithms.md §3); 'csro' after each scored episode once k horizons are scored (CSRO's code)"""
     log_every: int = 500
     """write the training losses (and check them for NaN/Inf) every this many gradient steps"""
     eval_checkpoint: str | None = None
@@ -221,6 +224,7 @@ def resolve_args(args: Args) -> Args:
         check(
             protocol in PROTOCOLS, f"unknown protocol {protocol!r} in --protocols: choose from {', '.join(PROTOCOLS)}"
         )
+    check(args.reinfer in REINFER, f"unknown --reinfer {args.reinfer!r}: choose one of {', '.join(REINFER)}")
     check(len(args.protocols) > 0, "--protocols needs at least one protocol")
     for name, choices in (("q_normalization", ("dataset", "policy")), ("bc_weighting", ("advantage", "none"))):
         value = getattr(args, name)
@@ -533,9 +537,11 @@ def infer_z(context_encoder: ContextEncoder, context: torch.Tensor, counts: torc
 #                    from the exploration context; one scored episode (not added to the context);
 #   online-proximal  as online-random, every exploration action pi(s, z) + clip(N(0, sigma_test), eps_min, eps_max)
 #                    clipped to [-1, 1] (eq. 4).
-# z is re-inferred after each exploration round, before the scored episode (algorithms.md §3); CSRO's code re-infers
-# after the scored episode, once k horizons are scored (README: differences from the reference).
+# z is re-inferred after each exploration round, before the scored episode (algorithms.md §3: reinfer="round");
+# CSRO's code re-infers after each scored episode, once k = PRIOR_EPISODES horizons are scored (reinfer="csro"; README:
+# differences from the reference, with its measured effect).
 DETERMINISTIC, RANDOM, PROXIMAL, STOCHASTIC = range(4)
+REINFER = ("round", "csro")
 
 
 def rollout(envs, active, z, mode_at, policy, stochastic_policy, rng, data, noise, reset_seeds, device, steps=None):
@@ -608,7 +614,9 @@ def padded(contexts: list, width: int, device) -> tuple[torch.Tensor, torch.Tens
     return context, torch.tensor(counts, device=device)
 
 
-def run_protocol(protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device):
+def run_protocol(
+    protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device, reinfer
+):  # fmt: skip
     """Per env: the scored episodes' returns, the transitions of each exploration round; and the final z."""
     n, horizon = len(envs), omrl_envs.get_family(env_id).horizon
     budget, prior_episodes = SCORED_BUDGET.get(env_id, 600), PRIOR_EPISODES.get(env_id, 2)
@@ -638,7 +646,8 @@ def run_protocol(protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, d
             for i in np.flatnonzero(active):
                 draws = rng.integers(0, int(data.counts[tasks[i]]), size=horizon)
                 contexts[i].append(data.rows[int(data.offsets[tasks[i]]) + torch.as_tensor(draws, device=device)])
-        if protocol != "online-prior":
+        exploring = protocol in ("online-random", "online-proximal")
+        if protocol == "offline" or (exploring and reinfer == "round"):
             z = infer(contexts)
         deterministic = lambda t: np.full(n, DETERMINISTIC)
         returns, lengths, rows = rollout(
@@ -655,12 +664,15 @@ def run_protocol(protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, d
             z = infer(contexts)
             if not use_context.all():  # a fresh prior sample for each prior episode (PEARL)
                 z = torch.where(use_context, z, infer([[] for _ in range(n)]))
+        if exploring and reinfer == "csro":  # from the whole exploration context, once k horizons are scored
+            ready = torch.as_tensor(spent >= prior_episodes * horizon, device=device)[:, None]
+            z = torch.where(ready, infer(contexts), z)
     return scored, explored, z
 
 
 def evaluate(
     policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy=None,
-    generator=None,
+    generator=None, reinfer="round",
 ):  # fmt: skip
     """Run the meta-test protocols on the test tasks: {protocol: return, per task, per round, context shift}."""
     threads = torch.get_num_threads()
@@ -668,7 +680,7 @@ def evaluate(
     try:
         return _evaluate(
             policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy,
-            generator,
+            generator, reinfer,
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -682,7 +694,8 @@ def reseed(generator, *key) -> None:
 
 
 def _evaluate(
-    policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy, generator
+    policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy, generator,
+    reinfer,
 ):  # fmt: skip
     test_tasks = omrl_envs.TEST_TASKS
     tasks = [t for t in test_tasks for _ in range(eval_runs)]
@@ -703,8 +716,9 @@ def _evaluate(
     for protocol in protocols:
         reseed(generator, eval_seed, PROTOCOLS.index(protocol))
         scored, explored, z = run_protocol(
-            protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device
-        )
+            protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device,
+            reinfer,
+        )  # fmt: skip
         final = np.array([s[-1] for s in scored])
         z_reference = z_offline[[test_tasks.index(t) for t in tasks]]
         shift = ((z - z_reference).norm(dim=-1) / task_spread).cpu().numpy()
@@ -877,6 +891,7 @@ if __name__ == "__main__":
         return evaluate(
             policy, infer_z_fn, data, args.env_id, args.protocols, args.eval_runs, args.eval_seed, noise, device,
             None,  # no stochastic policy: online-random's second half explores with pi(s, z) + proximal noise
+            reinfer=args.reinfer,
         )  # fmt: skip
 
     if checkpoint is not None:

@@ -52,6 +52,21 @@ ABLATIONS = {
 }
 ABLATION_STEPS = ["--num-train-steps", "10000"]
 SIGMA_EVAL = ["--protocols", "online-proximal", "--proximal-noise-std"]
+# Issue 14's measurements on a MuJoCo family (README, "Comparison fidelity"), every setting explicit so that none
+# depends on a default: each method with raw and with normalised states, and each BRAC baseline with BRAC's true
+# gradient penalty instead of the reference code's value penalty, on raw states as the reference.
+BRAC_BASELINES = ("csro", "focal", "offpearl")
+STATES = {"raw": ["--normalize-states", "False"], "norm": ["--normalize-states", "True"]}
+GP_GRADIENT = ["--gradient-penalty", "gradient", *STATES["raw"]]
+FIDELITY = {  # in the order they run: today's defaults of csro and select first, then what each one changes
+    "csro-states-raw": ("csro", STATES["raw"]),
+    "select-states-norm": ("select", STATES["norm"]),
+    "csro-states-norm": ("csro", STATES["norm"]),
+    "select-states-raw": ("select", STATES["raw"]),
+    "csro-gp-gradient": ("csro", GP_GRADIENT),
+    **{f"{m}-states-{k}": (m, f) for m in BRAC_BASELINES[1:] for k, f in STATES.items()},
+    **{f"{m}-gp-gradient": (m, GP_GRADIENT) for m in BRAC_BASELINES[1:]},
+}
 METHODS = {
     "select": {"script": "select.py", "flags": []},
     "csro": {"script": "baselines/csro.py", "flags": []},
@@ -64,11 +79,13 @@ METHODS = {
     },
     **{f"select-sigma{s}": {"reevaluates": "select", "flags": [*SIGMA_EVAL, str(s)]} for s in (0.1, 0.2, 0.5)},
 }
+METHODS |= {m: {**METHODS[base], "flags": flags} for m, (base, flags) in FIDELITY.items()}  # each its own method
 GROUPS = {
     "main": ["select", "csro", "focal", "offpearl"],
     "corro-borel": ["corro", "borel"],  # issue 13's two: Point-Robot with 5 seeds first
     "ablations": list(ABLATIONS),
     "sigma": ["select-sigma0.1", "select-sigma0.2", "select-sigma0.5"],
+    "fidelity": list(FIDELITY),
 }
 METHOD_KEYS = {"script", "flags", "variant_of", "reevaluates"}
 
@@ -200,6 +217,22 @@ def read_history(path: Path) -> list[dict]:
     return records
 
 
+def read_training(run_dir: Path) -> dict:
+    """The training scalars the script wrote to TensorBoard (losses/*, charts/*: e.g. BRAC's alpha and divergence),
+    {tag: {"steps", "values"}}; a step logged twice (a resumed run) keeps its last value."""
+    if not any(Path(run_dir).glob("events.out.tfevents.*")):
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    training = {}
+    for tag in sorted(t for t in events.Tags()["scalars"] if t.startswith(("losses/", "charts/"))):
+        by_step = {e.step: float(f"{e.value:.6g}") for e in events.Scalars(tag)}
+        training[tag] = {"steps": sorted(by_step), "values": [by_step[k] for k in sorted(by_step)]}
+    return training
+
+
 def code_version(*paths: Path) -> dict:
     """For a final evaluation that does not say which code ran: the checkout's now (omrl_envs.code_version)."""
     sys.path.append(str(ROOT))  # appended: the standard library's `select` stays first
@@ -278,6 +311,7 @@ def result_record(run: Run, run_dir: Path, command: list[str], study_flags=()) -
             "return": {p: [h["protocols"][p]["return"] for h in history] for p in protocols},
             "context_shift": {p: [h["protocols"][p].get("context_shift") for h in history] for p in protocols},
         },
+        "training": {} if run.reevaluates else read_training(run_dir),
     }
 
 

@@ -239,6 +239,30 @@ def test_readme_blocks_in_process():
         pr.replace_readme_blocks("<!-- results:ant-dir -->\n<!-- /results:ant-dir -->\n", blocks)
 
 
+def test_readme_blocks_of_another_results_dir_are_left_alone():
+    """--block-prefix fidelity/: only the blocks named fidelity/<env>; the plain ones (results/) stay as they are."""
+    text = README + "<!-- results:fidelity/cheetah-vel -->\nold\n<!-- /results:fidelity/cheetah-vel -->\n"
+    new, changed = pr.replace_readme_blocks(text, {"cheetah-vel": "t\n"}, prefix="fidelity/")
+    assert changed == ["cheetah-vel"] and new == text.replace("\nold\n", "\n\nt\n\n")
+    new, changed = pr.replace_readme_blocks(text, {"point-robot": "t\n"})
+    assert changed == ["point-robot"] and new.endswith("<!-- results:fidelity/cheetah-vel -->\nold\n"
+                                                      "<!-- /results:fidelity/cheetah-vel -->\n")  # fmt: skip
+
+
+def test_training_scalars_are_read_and_plotted(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "docs"
+    for seed, scale in ((1, 1.0), (2, 3.0)):
+        path = write_result(results, "csro", seed, {"offline": -9.0}, env_id="cheetah-vel")
+        record = json.loads(path.read_text())
+        record["training"] = {"charts/brac_alpha": {"steps": [500, 1000], "values": [50 * scale, 60 * scale]}}
+        path.write_text(json.dumps(record))
+    runs = pr.load_runs(results)
+    assert sorted(r.training["charts/brac_alpha"][1000] for r in runs) == [60.0, 180.0]
+    run_script("plot_results.py", "--results-dir", results, "--out-dir", out, "--bootstrap-reps", "200",
+               "--training-tags", "charts/brac_alpha")  # fmt: skip
+    assert (out / "cheetah-vel_training.png").stat().st_size > 10_000
+
+
 def test_bad_input_is_one_line(tmp_path):
     proc = run_script("plot_results.py", "--results-dir", tmp_path / "missing", check=False)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
@@ -335,12 +359,19 @@ def test_tiny_real_run_from_its_run_directory_and_as_a_result_file(tiny_run, tmp
 
 @needs_rliable
 def test_committed_readme_blocks_equal_the_committed_results():
-    """Every env with committed result files has a README block, and it is what plot_results.py prints from them."""
+    """Every env with committed result files has a README block, and it is what plot_results.py prints from them;
+    so do the measurement studies in subfolders (results/<study>/<env>/: blocks named <study>/<env>)."""
     results = ROOT / "results"
-    envs = sorted(p.name for p in results.iterdir() if p.is_dir() and any(p.glob("*.json"))) if results.is_dir() else []
-    if not envs:
+    studies = [(results, "")] + [
+        (p, f"{p.name}/") for p in sorted(results.iterdir()) if p.is_dir() and any(p.glob("*/*.json"))
+    ] if results.is_dir() else []  # fmt: skip
+    if not any(any(folder.glob("*/*.json")) for folder, _ in studies):
         pytest.skip("no committed result files yet")
     readme = (ROOT / "README.md").read_text()
-    for env_id in envs:
-        assert f"<!-- results:{env_id} -->" in readme, f"README has no results block for {env_id}"
-    run_script("plot_results.py", "--results-dir", results, "--check-readme", ROOT / "README.md", timeout=300)
+    for folder, prefix in studies:
+        envs = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("*.json")))
+        for env_id in envs:
+            assert f"<!-- results:{prefix}{env_id} -->" in readme, f"README has no results block for {prefix}{env_id}"
+        if envs:
+            run_script("plot_results.py", "--results-dir", folder, "--block-prefix", prefix, "--check-readme",
+                       ROOT / "README.md", timeout=300)  # fmt: skip

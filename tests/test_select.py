@@ -353,6 +353,36 @@ def test_protocol_budgets_and_contexts(tiny_data):
             assert result["exploration_transitions"] == [[20] * 20] * 10  # one horizon per round
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_reinfer_timing_round_and_csro(tiny_data, monkeypatch, k):
+    """reinfer="round": each scored episode uses z from all exploration rounds so far, its own included; "csro"
+    (CSRO's code): z is re-inferred after each scored episode once k horizons are scored, so with k = 2 the first two
+    scored episodes use the prior and the third z from two rounds (CSRO's Cheetah schedule, at Point-Robot's size)."""
+    monkeypatch.setitem(sel.PRIOR_EPISODES, "point-robot", k)
+    data = sel.load_offline_data("point-robot", str(tiny_data), False, torch.device("cpu"))
+    seen = []
+
+    def infer_z_fn(context, counts):  # z = the number of context transitions behind it
+        return counts.float()[:, None].expand(len(counts), 2)
+
+    def policy(obs, z):
+        seen.append(float(z[0, 0]))
+        return torch.zeros(len(obs), 2)
+
+    scored_z = {}
+    for reinfer in sel.REINFER:
+        seen.clear()
+        sel.evaluate(policy, infer_z_fn, data, "point-robot", ("online-proximal",), 1, 0, (0.3, -0.5, 0.5), "cpu",
+                     reinfer=reinfer)  # fmt: skip
+        rounds = np.array(seen).reshape(20, 2, 20)  # (round, exploration / scored episode, step)
+        assert (rounds == rounds[..., :1]).all()  # z is fixed within an episode
+        scored_z[reinfer] = rounds[:, 1, 0].tolist()
+        if reinfer == "csro":
+            assert rounds[:, 0, 0].tolist() == [0.0] * k + [20.0 * r for r in range(k, 20)]  # explores with that z
+    assert scored_z["round"] == [20.0 * (r + 1) for r in range(20)]
+    assert scored_z["csro"] == [0.0] * k + [20.0 * r for r in range(k, 20)]
+
+
 def test_exploration_actions_follow_the_protocol(tiny_data):
     data = sel.load_offline_data("point-robot", str(tiny_data), False, torch.device("cpu"))
     envs = [omrl_envs.make_env("point-robot", t) for t in (2, 6)]
@@ -663,6 +693,7 @@ def test_corrupt_dataset(tiny_data, tmp_path):
         (["--gamma", "1.0"], "--gamma"),
         (["--rl-hidden", "0"], "--rl-hidden"),
         (["--preset", "gpu"], "unknown --preset 'gpu': choose one of cpu, reference"),
+        (["--reinfer", "later"], "unknown --reinfer 'later': choose one of round, csro"),
     ],
 )
 def test_bad_flag_values(tiny_data, tmp_path, flags, fragment):

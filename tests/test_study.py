@@ -59,6 +59,11 @@ def test_methods_groups_and_order(tmp_path):
     ]  # fmt: skip
     assert methods["select-club-0"]["flags"] == ["--club-weight", "0", "--num-train-steps", "10000"]
     assert methods["select-sigma0.5"] == {"reevaluates": "select", "flags": [*study.SIGMA_EVAL, "0.5"]}
+    fidelity = study.expand_methods(["fidelity"], methods)
+    assert fidelity[:2] == ["csro-states-raw", "select-states-norm"] and len(fidelity) == 11
+    assert methods["csro-gp-gradient"] == {
+        "script": "baselines/csro.py", "flags": ["--gradient-penalty", "gradient", "--normalize-states", "False"]
+    }  # fmt: skip
     runs = study.plan(["point-robot", "cheetah-vel"], ["select-sigma0.1", "select", "csro"], [1, 2], methods)
     assert [(r.seed, r.env_id, r.method) for r in runs[:3]] == [
         (1, "point-robot", "select"), (1, "point-robot", "csro"), (1, "point-robot", "select-sigma0.1")
@@ -238,6 +243,9 @@ def test_finished_runs_are_skipped_and_a_missing_result_is_written(tiny_data, tm
     assert result(tmp_path, "csro__s1")["script"] == "baselines/csro.py"
     assert sigma["reevaluates"] == "select__s1" and list(sigma["final"]["protocols"]) == ["online-proximal"]
     assert sigma["args"]["proximal_noise_std"] == 0.1 and "--eval-checkpoint" in sigma["command"]
+    critic_loss = select["training"]["losses/critic_loss"]  # the TensorBoard scalars, at every logged step
+    assert critic_loss["steps"] == sorted(critic_loss["steps"]) and critic_loss["steps"][-1] == 40
+    assert len(critic_loss["values"]) == len(critic_loss["steps"]) and sigma["training"] == {}
 
     results = {p: p.read_bytes() for p in (tmp_path / "results").rglob("*.json")}
     (tmp_path / "results" / "point-robot" / "csro__s1.json").unlink()  # finished, result lost: written, not re-run
