@@ -54,6 +54,8 @@ class Args:
     """the task family, one of omrl_envs.ENV_IDS"""
     data_dir: str = "data"
     """the dataset is written to <data-dir>/<env-id>/ (task_XX.npz, manifest.json, checkpoint_returns.png)"""
+    runs_dir: str = "runs"
+    """the collection's TensorBoard log and final learners go to <runs-dir>/<env-id>__<exp-name>__<seed>__<time>/"""
 
     # Collection settings: a row of PRESETS, then optional overrides (None: the preset's value)
     preset: str = "cpu"
@@ -565,9 +567,10 @@ if __name__ == "__main__":
     resume_dir.mkdir(parents=True, exist_ok=True)
 
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
+    run_dir = Path(args.runs_dir) / run_name
+    writer = SummaryWriter(str(run_dir))
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in settings.items()))
-    omrl_envs.atomic_write_json(Path(f"runs/{run_name}/args.json"), {**vars(args), "settings": settings})
+    omrl_envs.atomic_write_json(run_dir / "args.json", {**vars(args), "settings": settings})
 
     # Learners, buffers, RNG streams (replay sampling and policy noise: torch; warm-up actions: NumPy)
     learner = BatchedSAC(num_tasks, obs_dim, act_dim, cfg.hidden_dim, cfg.learning_rate, device)
@@ -708,7 +711,7 @@ if __name__ == "__main__":
     )
     omrl_envs.write_manifest(dataset_dir, manifest)
     shutil.rmtree(resume_dir)
-    torch.save({"learner": learner.state_dict(), "settings": settings}, f"runs/{run_name}/sac_learners.pt")
+    torch.save({"learner": learner.state_dict(), "settings": settings}, run_dir / "sac_learners.pt")
     writer.close()
 
     print(f"{'checkpoint':>10} {'all tasks':>10} {'test tasks':>10}")

@@ -40,7 +40,8 @@ TINY_MUJOCO = {
 
 def collect(data_dir, env_id="point-robot", settings=TINY, *extra, check=True, timeout=300):
     flags = [str(x) for kv in settings.items() for x in kv]
-    args = ["collect_sac.py", "--env-id", env_id, "--data-dir", data_dir, "--exp-name", "test_collect_sac"]
+    args = ["collect_sac.py", "--env-id", env_id, "--data-dir", data_dir, "--runs-dir", f"{data_dir}_runs",
+            "--exp-name", "test_collect_sac"]  # fmt: skip
     return run_script(*args, *flags, *extra, check=check, timeout=timeout)
 
 
@@ -136,7 +137,8 @@ RESUME = TINY | {
 def test_kill_and_resume(tmp_path):
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     flags = [str(x) for kv in RESUME.items() for x in kv]
-    command = [sys.executable, "collect_sac.py", "--data-dir", str(killed_dir), "--exp-name", "test_collect_sac"]
+    command = [sys.executable, "collect_sac.py", "--data-dir", str(killed_dir), "--runs-dir", str(tmp_path / "runs"),
+               "--exp-name", "test_collect_sac"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([*command, *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # The episodes of step 700 are written after the resume state of step 600 (which follows step 600's episodes):
@@ -277,6 +279,7 @@ def test_learners_are_independent(collect_sac):
     ],
 )
 def test_bad_input_is_one_line(tmp_path, flags, fragment):
-    proc = run_script("collect_sac.py", "--data-dir", tmp_path, *flags, check=False, timeout=120)
+    proc = run_script("collect_sac.py", "--data-dir", tmp_path, "--runs-dir", tmp_path / "runs", *flags, check=False,
+                      timeout=120)  # fmt: skip
     one_line_error(proc, fragment)
     assert not (tmp_path / "point-robot").exists()

@@ -553,7 +553,8 @@ def test_exploration_rounds_hold_a_horizon_on_a_terminating_family(tmp_path):
     transitions, although its episodes end early; the resolved options are printed and stored."""
     collect = ["--total-steps", "60", "--random-steps", "20", "--checkpoint-every", "20", "--first-checkpoint", "40",
                "--episodes-per-checkpoint", "1", "--hidden-dim", "16", "--batch-size", "16"]  # fmt: skip
-    run_script("collect_sac.py", "--env-id", "hopper-rand-params", "--data-dir", tmp_path, *collect, timeout=300)
+    run_script("collect_sac.py", "--env-id", "hopper-rand-params", "--data-dir", tmp_path, "--runs-dir",
+               tmp_path / "collect_runs", *collect, timeout=300)  # fmt: skip
     protocols = ("online-random", "online-proximal")
     proc = select_run(
         tmp_path, tmp_path, "hopper", "--env-id", "hopper-rand-params", "--preset", "cpu", "--num-train-steps", "10",
