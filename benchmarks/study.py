@@ -80,12 +80,14 @@ METHODS = {
     **{f"select-sigma{s}": {"reevaluates": "select", "flags": [*SIGMA_EVAL, str(s)]} for s in (0.1, 0.2, 0.5)},
 }
 METHODS |= {m: {**METHODS[base], "flags": flags} for m, (base, flags) in FIDELITY.items()}  # each its own method
+REINFER_EVAL = ["--reinfer", "csro", "--protocols", "online-random", "online-proximal"]  # CSRO's re-inference timing
+METHODS |= {f"{m}-reinfer-csro": {"reevaluates": m, "flags": REINFER_EVAL} for m in FIDELITY}
 GROUPS = {
     "main": ["select", "csro", "focal", "offpearl"],
     "corro-borel": ["corro", "borel"],  # issue 13's two: Point-Robot with 5 seeds first
     "ablations": list(ABLATIONS),
     "sigma": ["select-sigma0.1", "select-sigma0.2", "select-sigma0.5"],
-    "fidelity": list(FIDELITY),
+    "fidelity": [*FIDELITY, *(f"{m}-reinfer-csro" for m in FIDELITY)],
 }
 METHOD_KEYS = {"script", "flags", "variant_of", "reevaluates"}
 

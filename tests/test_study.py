@@ -60,7 +60,8 @@ def test_methods_groups_and_order(tmp_path):
     assert methods["select-club-0"]["flags"] == ["--club-weight", "0", "--num-train-steps", "10000"]
     assert methods["select-sigma0.5"] == {"reevaluates": "select", "flags": [*study.SIGMA_EVAL, "0.5"]}
     fidelity = study.expand_methods(["fidelity"], methods)
-    assert fidelity[:2] == ["csro-states-raw", "select-states-norm"] and len(fidelity) == 11
+    assert fidelity[:2] == ["csro-states-raw", "select-states-norm"] and len(fidelity) == 22
+    assert methods["csro-states-raw-reinfer-csro"] == {"reevaluates": "csro-states-raw", "flags": study.REINFER_EVAL}
     assert methods["csro-gp-gradient"] == {
         "script": "baselines/csro.py", "flags": ["--gradient-penalty", "gradient", "--normalize-states", "False"]
     }  # fmt: skip
