@@ -78,6 +78,24 @@ def hopper_data(tmp_path_factory):
     return data_dir
 
 
+def write_random_dataset(data_dir, env_id, episodes=2):
+    """Uniform random transitions of a family's shape, whole episodes of its horizon (a run's speed and plumbing do
+    not depend on the values)."""
+    family, rng = omrl_envs.get_family(env_id), np.random.default_rng(0)
+    n = episodes * family.horizon
+    for task in range(omrl_envs.NUM_TASKS):
+        obs = rng.uniform(-1, 1, (n + 1, family.obs_dim)).astype(np.float32)
+        data = {
+            "observations": obs[:-1], "next_observations": obs[1:],
+            "actions": rng.uniform(-1, 1, (n, family.act_dim)).astype(np.float32),
+            "rewards": rng.normal(size=n).astype(np.float32), "terminations": np.zeros(n, np.float32),
+            "truncations": np.tile(np.eye(family.horizon, dtype=np.float32)[-1], episodes),
+            "checkpoint": np.zeros(n, np.int64), "episode": np.repeat(np.arange(episodes), family.horizon),
+        }  # fmt: skip
+        omrl_envs.write_task_data(data_dir / env_id, env_id, task, data)
+    omrl_envs.write_manifest(data_dir / env_id, omrl_envs.make_manifest(env_id, complete=True, synthetic=True))
+
+
 # ------------------------------------------------------------------------------------------------
 # CORRO: the mathematics, checked exactly
 # ------------------------------------------------------------------------------------------------
@@ -426,6 +444,18 @@ def test_plain_sac_by_default_and_the_other_options(script, tiny_data, tmp_path)
     else:
         assert "losses/vae_state_loss" in plain and "state_decoder" in checkpoint["networks"]
     assert_tiny_evaluation_record(tmp_path / "plain", MODULES[script].PROTOCOLS)
+
+
+@pytest.mark.parametrize("env_id", [e for e in omrl_envs.ENV_IDS if e not in ("point-robot", "hopper-rand-params")])
+def test_tiny_runs_on_every_other_family(env_id, tmp_path):
+    """Both scripts on each family (its state, action and context sizes, CSRO's per-env rows), random data."""
+    write_random_dataset(tmp_path / "data", env_id)
+    for script in SCRIPTS:
+        script_run(script, tmp_path / "data", tmp_path, script, "--env-id", env_id, "--protocols", "offline",
+                   steps="20", timeout=600)  # fmt: skip
+        final = json.loads((tmp_path / script / "final_eval.json").read_text())
+        assert final["step"] == 20 and final["args"]["env_id"] == env_id
+        assert np.isfinite(final["protocols"]["offline"]["return"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
