@@ -140,7 +140,8 @@ def count_worker(cfg: dict, n: int, threads: int) -> dict:
 # ---- one timed run (a child process: --worker) ----
 def timed_run(cfg: dict, steps: int, threads: int) -> dict:
     log_every = max(1, steps // 10)
-    command = [sys.executable, str(ROOT / cfg["script"]), *script_args(cfg, "bench", steps, log_every)]
+    name = f"bench_{Path(cfg['script']).stem}_{cfg['env_id']}_{cfg['preset']}"  # one run directory per configuration
+    command = [sys.executable, str(ROOT / cfg["script"]), *script_args(cfg, name, steps, log_every)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
