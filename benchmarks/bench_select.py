@@ -8,10 +8,11 @@ cpu dataset's shape (random values: the speed does not depend on them) written t
 - --load: a second copy of the same run trains beside the measured one (the study's operating point: two
   single-thread jobs on a 2-core machine); --threads: the measured run's OMP_NUM_THREADS.
 - --flops: the FLOPs of one gradient step, counted by torch.utils.flop_counter.FlopCounterMode (matmuls: mm, addmm,
-  bmm, baddbmm, in the forward and backward passes) as the difference between a run of 2n and one of n steps (the
-  loading and the evaluation cancel); then every matmul shape those steps ran is timed alone, with the same strides
-  and threads, in the same conditions (the load job still running), giving this machine's matmul GFLOP/s at the
-  step's own sizes. achieved / matmul is the share of the step's time that its matmuls would need alone.
+  bmm, baddbmm, in the forward and backward passes) as the difference between a run of 2n and one of n steps, each
+  counted up to its last optimizer step (the loading cancels, the evaluation is left out); then every matmul shape
+  those steps ran is timed alone, with the same strides and threads, in the same conditions (the load job still
+  running), giving this machine's matmul GFLOP/s at the step's own sizes. achieved / matmul is the share of the
+  step's time that its matmuls would need alone.
 - --profile: the top operators (self CPU time) of a torch.profiler trace of --steps steps, for the first
   configuration.
 
@@ -88,8 +89,11 @@ def script_args(cfg: dict, run_name: str, steps: int, log_every: int) -> list[st
 
 # ---- counting FLOPs and timing the step's matmuls (a child process: --count) ----
 def count_step(cfg: dict, steps: int) -> dict:
-    """FLOPs of `steps` training steps (+ loading and one evaluation) and the matmul shapes they ran."""
+    """FLOPs of loading + `steps` training steps and the matmul shapes they ran: the counts as they stand at the
+    run's last optimizer step, so that the evaluation after it is left out (on a terminating family its episodes
+    end where the policy falls, a different number of steps for each run length)."""
     import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -105,10 +109,16 @@ def count_step(cfg: dict, steps: int) -> dict:
             return func(*args, **(kwargs or {}))
 
     sys.argv = [cfg["script"], *script_args(cfg, f"count_{steps}", steps, steps)]
-    shapes = MatmulShapes()
+    shapes, at_last_step = MatmulShapes(), {}
     with FlopCounterMode(display=False) as flops, shapes:
-        runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
-    return {"flops": flops.get_total_flops(), "calls": shapes.calls}
+        hook = register_optimizer_step_post_hook(
+            lambda *_: at_last_step.update(flops=flops.get_total_flops(), calls=dict(shapes.calls))
+        )
+        try:
+            runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
+        finally:
+            hook.remove()
+    return at_last_step
 
 
 def time_matmul(op: str, operands, threads: int) -> float:

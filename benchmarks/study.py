@@ -54,9 +54,14 @@ ABLATION_STEPS = ["--num-train-steps", "10000"]
 SIGMA_EVAL = ["--protocols", "online-proximal", "--proximal-noise-std"]
 # Issue 14's measurements on a MuJoCo family (README, "Comparison fidelity"), every setting explicit so that none
 # depends on a default: each method with raw and with normalised states, and each BRAC baseline with BRAC's true
-# gradient penalty instead of the reference code's value penalty, on raw states as the reference.
+# gradient penalty instead of the reference code's value penalty, on raw states as the reference. The training
+# length is the one the first seed ran (FIDELITY_STEPS), whatever the cpu preset says today.
 BRAC_BASELINES = ("csro", "focal", "offpearl")
-STATES = {"raw": ["--normalize-states", "False"], "norm": ["--normalize-states", "True"]}
+FIDELITY_STEPS = ["--num-train-steps", "10000", "--eval-every", "1000"]
+STATES = {
+    "raw": ["--normalize-states", "False", *FIDELITY_STEPS],
+    "norm": ["--normalize-states", "True", *FIDELITY_STEPS],
+}
 GP_GRADIENT = ["--gradient-penalty", "gradient", *STATES["raw"]]
 FIDELITY = {  # in the order they run: today's defaults of csro and select first, then what each one changes
     "csro-states-raw": ("csro", STATES["raw"]),

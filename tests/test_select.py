@@ -1,7 +1,9 @@
 """Tests of select.py: the mathematics on hand-checked inputs, and the script run as a user runs it (tiny sizes)."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -308,6 +310,32 @@ def test_loader_peak_memory_is_about_the_dataset_size():
     assert results["new"]["ratio"] <= 1.3, results["new"]
     assert results["old"]["ratio"] > 2.5, results["old"]  # the measurement sees the difference
     assert results["new"]["rows_sha256"] == results["old"]["rows_sha256"]
+
+
+COUNT_FLOPS = """
+import json, sys, tempfile
+sys.path.insert(0, "benchmarks")
+import bench_select
+cfg = {"script": "select.py", "env_id": "hopper-rand-params", "preset": "cpu", "data_dir": sys.argv[1]}
+counts = []
+for n in (2, 4):
+    with tempfile.TemporaryDirectory() as runs:
+        counts.append(bench_select.count_step({**cfg, "runs_dir": runs}, n)["flops"])
+print(json.dumps(counts))
+"""
+
+
+def test_bench_flop_count_leaves_the_evaluation_out(tmp_path):
+    """bench_select.py --flops counts a run up to its last optimizer step: on a terminating family the evaluation
+    (episodes that end where each run's policy falls: 2 and 4 steps of training here score returns -0.8 and -0.04)
+    is left out, so that 4 steps count exactly twice the FLOPs of 2 (loading runs no matmul)."""
+    bench_load = load_script("benchmarks/bench_load.py", "bench_load")
+    bench_load.write_synthetic_dataset(tmp_path, "hopper-rand-params", transitions_per_task=2_000)
+    proc = subprocess.run([sys.executable, "-c", COUNT_FLOPS, str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two, four = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert two > 0 and four == 2 * two
 
 
 def test_infer_z_is_the_masked_mean_and_the_prior_when_empty():
