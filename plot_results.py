@@ -90,6 +90,7 @@ class Run:
     curve: dict = field(default_factory=dict)  # {protocol: {step: (return, context_shift)}}
     source: str = ""
     training: dict = field(default_factory=dict)  # {tag: {step: value}}: the training scalars (result files)
+    wall_seconds: float | None = None  # the whole run, every attempt (result files)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ def load_result_file(path: Path) -> Run:
             planned_steps=int(record.get("args", {}).get("num_train_steps") or record["final"]["step"]),
             final=protocol_results(record["final"]["protocols"]),
             source=str(path),
+            wall_seconds=None if record.get("wall_seconds") is None else float(record["wall_seconds"]),
         )
         for protocol, returns in curve["return"].items():
             shifts = curve.get("context_shift", {}).get(protocol) or [None] * len(steps)
@@ -519,6 +521,33 @@ def reevaluation_table(methods: dict, reevaluations: list[str], protocols) -> li
     return [caption, "", *table(header, rows), ""]
 
 
+def cost_table(methods: dict, trained: list[str]) -> list[str]:
+    """What each training run cost here: steps/s, evaluation and wall minutes, mean (range) over its seeds."""
+
+    def mean_max(values: list[float], digits: int) -> str:
+        return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})" if values else "—"
+
+    rows = []
+    for m in trained:
+        runs = methods[m]
+        sps = [r.training["charts/SPS"][max(r.training["charts/SPS"])] for r in runs if r.training.get("charts/SPS")]
+        evals = [
+            sum(r.training["charts/eval_seconds"].values()) / 60 for r in runs if "charts/eval_seconds" in r.training
+        ]
+        walls = [r.wall_seconds / 60 for r in runs if r.wall_seconds is not None]
+        rows.append(
+            [m, str(len(runs)), f"{final_step(runs):,}", mean_max(sps, 1), mean_max(evals, 1), mean_max(walls, 1)]
+        )
+    caption = (
+        "Cost per run: training steps/s (the run's average, `charts/SPS`), minutes spent in the evaluations"
+        " (`charts/eval_seconds`, every point of the curve) and wall minutes of the whole run (every attempt: data"
+        " loading, training, evaluations, saving); mean (min-max) over the seeds with these figures; — where the"
+        " result files predate the training scalars."
+    )
+    header = ["method", "seeds", "steps", "steps/s", "evaluation min", "wall min"]
+    return [caption, "", *table(header, rows), ""]
+
+
 def env_tables(env_id: str, methods: dict, protocols, shown=None, reps: int = BOOTSTRAP_REPS) -> str:
     """The Markdown tables of one env, without a heading. `methods` is {method: runs} (every method of the env: the
     base methods of ablations and re-evaluations are looked up there); `shown` restricts the rows."""
@@ -538,6 +567,8 @@ def env_tables(env_id: str, methods: dict, protocols, shown=None, reps: int = BO
         lines, notes = lines + ablation_lines, notes + ablation_notes
     if reevaluations:
         lines += reevaluation_table(methods, reevaluations, protocols)
+    if base or ablations:
+        lines += cost_table(methods, [*base, *ablations])
     if notes:
         lines += ["Notes:", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -119,10 +119,12 @@ def test_final_table_ablations_and_reevaluations(tmp_path, monkeypatch):
 
     # filters: env ids and methods (rows), the base methods still looked up
     only = pr.results_tables(results, env_ids=["point-robot"], methods=["club-0"])
+    only, cost = only.split("Cost per run")
     assert [line.split(" | ")[0] for line in only.splitlines() if line.startswith("| ")][1:] == [
         "| select (base)",
         "| club-0",
     ]
+    assert [line.split(" | ")[0] for line in cost.splitlines() if line.startswith("| ")][1:] == ["| club-0"]
     with pytest.raises(pr.InputError, match="no results for ant-dir"):
         pr.results_tables(results, env_ids=["ant-dir"])
     offline_only = pr.results_tables(results, protocols=("offline",))
@@ -254,10 +256,19 @@ def test_training_scalars_are_read_and_plotted(tmp_path):
     for seed, scale in ((1, 1.0), (2, 3.0)):
         path = write_result(results, "csro", seed, {"offline": -9.0}, env_id="cheetah-vel")
         record = json.loads(path.read_text())
-        record["training"] = {"charts/brac_alpha": {"steps": [500, 1000], "values": [50 * scale, 60 * scale]}}
+        record["training"] = {
+            "charts/brac_alpha": {"steps": [500, 1000], "values": [50 * scale, 60 * scale]},
+            "charts/SPS": {"steps": [500, 1000], "values": [99.0, 10 * scale]},  # the run's average: the last value
+            "charts/eval_seconds": {"steps": [1000, 2000], "values": [30.0, 30 * scale]},
+        }
+        record["wall_seconds"] = 600.0 * scale
         path.write_text(json.dumps(record))
     runs = pr.load_runs(results)
     assert sorted(r.training["charts/brac_alpha"][1000] for r in runs) == [60.0, 180.0]
+    # the cost table: steps/s 10 and 30, evaluation 1 and 2 minutes, wall 10 and 30 minutes
+    assert row(pr.results_tables(results, reps=200), "csro | 2 | 2,000 | 20.0 (10.0-30.0)") == (
+        "| csro | 2 | 2,000 | 20.0 (10.0-30.0) | 1.5 (1.0-2.0) | 20.0 (10.0-30.0) |"
+    )
     run_script("plot_results.py", "--results-dir", results, "--out-dir", out, "--bootstrap-reps", "200",
                "--training-tags", "charts/brac_alpha")  # fmt: skip
     assert (out / "cheetah-vel_training.png").stat().st_size > 10_000
