@@ -91,11 +91,15 @@ def script_args(cfg: dict, run_name: str, steps: int, log_every: int) -> list[st
 def count_step(cfg: dict, steps: int) -> dict:
     """FLOPs of loading + `steps` training steps and the matmul shapes they ran: the counts as they stand at the
     run's last optimizer step, so that the evaluation after it is left out (on a terminating family its episodes
-    end where the policy falls, a different number of steps for each run length)."""
+    end where the policy falls, a different number of steps for each run length). The run is stopped at its first
+    operation in inference mode after training began: the evaluation (the meta-test runs in inference mode)."""
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
+
+    class EvaluationStarts(Exception):
+        pass
 
     class MatmulShapes(TorchDispatchMode):
         def __init__(self):
@@ -103,19 +107,24 @@ def count_step(cfg: dict, steps: int) -> dict:
             self.calls = {}
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if at_last_step and torch.is_inference_mode_enabled():
+                raise EvaluationStarts
             if str(func) in MATMULS:
                 key = (str(func), tuple((tuple(a.shape), tuple(a.stride())) for a in args if torch.is_tensor(a)))
                 self.calls[key] = self.calls.get(key, 0) + 1
             return func(*args, **(kwargs or {}))
 
     sys.argv = [cfg["script"], *script_args(cfg, f"count_{steps}", steps, steps)]
-    shapes, at_last_step = MatmulShapes(), {}
+    at_last_step = {}
+    shapes = MatmulShapes()
     with FlopCounterMode(display=False) as flops, shapes:
         hook = register_optimizer_step_post_hook(
             lambda *_: at_last_step.update(flops=flops.get_total_flops(), calls=dict(shapes.calls))
         )
         try:
             runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
+        except EvaluationStarts:
+            pass
         finally:
             hook.remove()
     return at_last_step
