@@ -63,7 +63,9 @@ def test_methods_groups_and_order(tmp_path):
     assert fidelity[:2] == ["csro-states-raw", "select-states-norm"] and len(fidelity) == 22
     assert methods["csro-states-raw-reinfer-csro"] == {"reevaluates": "csro-states-raw", "flags": study.REINFER_EVAL}
     assert methods["csro-gp-gradient"] == {
-        "script": "baselines/csro.py", "flags": ["--gradient-penalty", "gradient", "--normalize-states", "False"]
+        "script": "baselines/csro.py",
+        "flags": ["--gradient-penalty", "gradient", "--normalize-states", "False", "--num-train-steps", "10000",
+                  "--eval-every", "1000"],  # seed 1's training length, whatever the cpu preset says
     }  # fmt: skip
     runs = study.plan(["point-robot", "cheetah-vel"], ["select-sigma0.1", "select", "csro"], [1, 2], methods)
     assert [(r.seed, r.env_id, r.method) for r in runs[:3]] == [
