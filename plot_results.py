@@ -524,7 +524,7 @@ def reevaluation_table(methods: dict, reevaluations: list[str], protocols) -> li
 def cost_table(methods: dict, trained: list[str]) -> list[str]:
     """What each training run cost here: steps/s, evaluation and wall minutes, mean (range) over its seeds."""
 
-    def mean_max(values: list[float], digits: int) -> str:
+    def mean_range(values: list[float], digits: int) -> str:
         return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})" if values else "—"
 
     rows = []
@@ -536,7 +536,7 @@ def cost_table(methods: dict, trained: list[str]) -> list[str]:
         ]
         walls = [r.wall_seconds / 60 for r in runs if r.wall_seconds is not None]
         rows.append(
-            [m, str(len(runs)), f"{final_step(runs):,}", mean_max(sps, 1), mean_max(evals, 1), mean_max(walls, 1)]
+            [m, str(len(runs)), f"{final_step(runs):,}", mean_range(sps, 1), mean_range(evals, 1), mean_range(walls, 1)]
         )
     caption = (
         "Cost per run: training steps/s (the run's average, `charts/SPS`), minutes spent in the evaluations"

@@ -327,8 +327,8 @@ print(json.dumps(counts))
 
 def test_bench_flop_count_leaves_the_evaluation_out(tmp_path):
     """bench_select.py --flops counts a run up to its last optimizer step: on a terminating family the evaluation
-    (episodes that end where each run's policy falls: 2 and 4 steps of training here score returns -0.8 and -0.04)
-    is left out, so that 4 steps count exactly twice the FLOPs of 2 (loading runs no matmul)."""
+    (episodes that end where each run's policy falls, so a different number of env steps after 2 and after 4
+    training steps) is left out, so that 4 steps count exactly twice the FLOPs of 2 (loading runs no matmul)."""
     bench_load = load_script("benchmarks/bench_load.py", "bench_load")
     bench_load.write_synthetic_dataset(tmp_path, "hopper-rand-params", transitions_per_task=2_000)
     proc = subprocess.run([sys.executable, "-c", COUNT_FLOPS, str(tmp_path)], cwd=ROOT, capture_output=True,
