@@ -589,7 +589,7 @@ def test_exploration_rounds_hold_a_horizon_on_a_terminating_family(tmp_path):
         "--eval-every", "10", "--protocols", *protocols, timeout=600,
     )  # fmt: skip
     resolved = json.loads((tmp_path / "hopper" / "args.json").read_text())
-    assert resolved["preset"] == "cpu" and resolved["num_train_steps"] == 10  # the flag overrides the preset's 10,000
+    assert resolved["preset"] == "cpu" and resolved["num_train_steps"] == 10  # the flag overrides the preset's 7,000
     assert resolved["meta_batch_size"] == 4 and resolved["normalize_states"] is True and resolved["gamma"] == 0.99
     first_line = proc.stdout.splitlines()[0]
     assert first_line.startswith("hopper-rand-params, preset cpu: context_size 16, batch_size 16"), first_line
