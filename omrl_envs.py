@@ -504,8 +504,11 @@ class DatasetHasher:
     def fingerprint(self, manifest: dict) -> dict:
         """What identifies a dataset: its collection settings, seed, code version, transitions per task, and a
         SHA-256 of the task arrays' contents (not of the .npz files, whose zip headers carry timestamps): a rebuild
-        with the same command gives the same hash."""
+        with the same command gives the same hash. Also the data's quality, for the tables drawn from result files:
+        the mean test-task return of the saved episodes at each kept checkpoint (None without a collection log)."""
         code = manifest.get("code_version") or {}
+        returns = (manifest.get("checkpoint_returns_mean") or {}).get("test_tasks")
+        quality = None if returns is None else {"steps": manifest.get("checkpoints"), "test_tasks": returns}
         return {
             "env_id": manifest.get("env_id"),
             "seed": manifest.get("seed"),
@@ -513,6 +516,7 @@ class DatasetHasher:
             "code_version": code.get("git_commit") if isinstance(code, dict) else code,
             "transitions_per_task": list(self.transitions_per_task),
             "content_hash": self.digest.hexdigest(),
+            "checkpoint_returns": quality,
         }
 
 

@@ -91,6 +91,7 @@ class Run:
     source: str = ""
     training: dict = field(default_factory=dict)  # {tag: {step: value}}: the training scalars (result files)
     wall_seconds: float | None = None  # the whole run, every attempt (result files)
+    dataset: dict = field(default_factory=dict)  # the dataset's fingerprint (omrl_envs.DatasetHasher), if recorded
 
 
 # ------------------------------------------------------------------------------------------------
@@ -126,6 +127,7 @@ def load_result_file(path: Path) -> Run:
             final=protocol_results(record["final"]["protocols"]),
             source=str(path),
             wall_seconds=None if record.get("wall_seconds") is None else float(record["wall_seconds"]),
+            dataset=record["dataset"] if isinstance(record.get("dataset"), dict) else {},
         )
         for protocol, returns in curve["return"].items():
             shifts = curve.get("context_shift", {}).get(protocol) or [None] * len(steps)
@@ -192,6 +194,7 @@ def load_run_dir(run_dir: Path) -> Run | None:
             final=protocol_results(final["protocols"]),
             curve=curve,
             source=str(run_dir),
+            dataset=final["dataset"] if isinstance(final.get("dataset"), dict) else {},
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"{run_dir} is not a readable run directory ({type(error).__name__}: {error})") from None
@@ -400,8 +403,20 @@ def at_step(runs: list[Run], protocol: str, step: int) -> list[tuple]:
     return values
 
 
+def env_anchors(env_id: str, methods: dict) -> dict:
+    """The returns drawn as lines and listed in the table: benchmark.md's (ANCHORS), else the dataset's own range as
+    the runs recorded it: the mean test-task return of its saved episodes at the first and last kept checkpoint."""
+    if env_id in ANCHORS:
+        return ANCHORS[env_id]
+    for run in (r for runs in methods.values() for r in runs):
+        returns = (run.dataset.get("checkpoint_returns") or {}).get("test_tasks")
+        if returns:
+            return {"dataset, first checkpoint": returns[0], "dataset, last checkpoint": returns[-1]}
+    return {}
+
+
 def methods_table(env_id: str, methods: dict, base: list[str], protocols) -> list[str]:
-    anchors = ANCHORS.get(env_id)
+    anchors = env_anchors(env_id, methods)
     caption = (
         "Final evaluation on the test tasks: return, mean ± sample std over seeds; [mean context-shift ratio];"
         " (best: the best evaluation of the seed-mean curve)."
@@ -625,8 +640,8 @@ def draw_curve(ax, runs: list[Run], protocol: str, label: str, color: str) -> No
     ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=color, linewidth=0)
 
 
-def draw_anchors(ax, env_id: str) -> None:
-    for name, value in ANCHORS.get(env_id, {}).items():
+def draw_anchors(ax, anchors: dict) -> None:
+    for name, value in anchors.items():
         ax.axhline(value, color="0.45", linestyle=":", linewidth=1)
         ax.text(0.01, value, f"{name} {value:g}", transform=ax.get_yaxis_transform(), fontsize=7, color="0.35",
                 va="bottom")  # fmt: skip
@@ -649,7 +664,7 @@ def plot_env(env_id: str, methods: dict, protocols, colors: dict, path: Path) ->
         for method, runs in methods.items():
             if is_training(runs):  # ablations too (dashed); re-evaluations have no curve
                 draw_curve(ax, runs, protocol, method, colors[method])
-        draw_anchors(ax, env_id)
+        draw_anchors(ax, env_anchors(env_id, methods))
         style_axis(ax, protocol)
     axes[0][0].set_ylabel("test-task return (last scored episode)")
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -696,7 +711,7 @@ def plot_summary(grouped: dict, colors: dict, path: Path) -> None:
             if is_base(runs) and online:
                 best = max(online, key=lambda p: np.mean([r.final[p]["return"] for r in runs if p in r.final]))
                 draw_curve(ax, runs, best, f"{method}: {best}", colors[method])
-        draw_anchors(ax, env_id)
+        draw_anchors(ax, env_anchors(env_id, methods))
         style_axis(ax, env_id)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("test-task return, best online protocol")

@@ -173,7 +173,12 @@ def test_fingerprint_task_by_task_keeps_its_value(dataset):
     assert fingerprint == omrl_envs.dataset_fingerprint(manifest, data)
     assert fingerprint["content_hash"] == digest.hexdigest()
     assert fingerprint["transitions_per_task"] == [50] * omrl_envs.NUM_TASKS and fingerprint["seed"] == 0
-    assert set(fingerprint) == {"env_id", "seed", "settings", "code_version", "transitions_per_task", "content_hash"}
+    keys = {"env_id", "seed", "settings", "code_version", "transitions_per_task", "content_hash", "checkpoint_returns"}
+    assert set(fingerprint) == keys
+    returns = {"all_tasks": [1, 2], "test_tasks": [-3, -1]}
+    collected = manifest | {"checkpoints": [10, 20], "checkpoint_returns_mean": returns}
+    assert hasher.fingerprint(collected)["checkpoint_returns"] == {"steps": [10, 20], "test_tasks": [-3, -1]}
+    assert hasher.fingerprint(collected)["content_hash"] == fingerprint["content_hash"]  # quality is not identity
 
 
 def test_task_length_and_its_errors(dataset):

@@ -151,6 +151,25 @@ def test_seeds_that_stopped_early_are_named(tmp_path, monkeypatch):
 # SELECT against the baselines: rliable
 # ------------------------------------------------------------------------------------------------
 @needs_rliable
+def test_mujoco_anchors_are_the_datasets_first_and_last_checkpoint(tmp_path, monkeypatch):
+    """Without benchmark.md anchors (the MuJoCo families), the table lists and the figure draws the dataset's range
+    as the result files recorded it: the test-task return at its first and its last kept checkpoint."""
+    monkeypatch.setitem(sys.modules, "rliable", None)
+    path = write_result(tmp_path, "select", 1, dict.fromkeys(ALL, -90.0), env_id="cheetah-vel")
+    record = json.loads(path.read_text())
+    quality = {"steps": [5, 10, 15], "test_tasks": [-414, -2, -85]}
+    record["dataset"] = {"content_hash": "abc", "checkpoint_returns": quality}
+    path.write_text(json.dumps(record))
+    tables = pr.results_tables(tmp_path)
+    assert "Reference returns: dataset, first checkpoint -414.00, dataset, last checkpoint -85.00." in tables
+    assert pr.env_anchors("cheetah-vel", {"select": pr.load_runs(tmp_path)}) == {
+        "dataset, first checkpoint": -414, "dataset, last checkpoint": -85}  # fmt: skip
+    record["dataset"] = {"content_hash": "abc", "checkpoint_returns": None}  # a dataset without a collection log
+    path.write_text(json.dumps(record))
+    assert "Reference returns" not in pr.results_tables(tmp_path)
+    assert pr.env_anchors("point-robot", {}) == pr.ANCHORS["point-robot"]
+
+
 def test_bootstrap_known_cases():
     scores = np.tile(np.linspace(-8.0, -4.0, 10), (3, 1))  # every seed scores the same on each task
     difference, low, high, probability = pr.improvement(scores, np.tile(scores[0] - 1.5, (4, 1)), RLIABLE, reps=500)
