@@ -690,9 +690,13 @@ def test_unknown_env_id(tmp_path):
     assert_one_line_error(proc, "unknown env id 'point-robt'")
 
 
-def test_missing_mujoco_dataset_names_the_command(tmp_path):
-    proc = run_script("select.py", "--env-id", "cheetah-vel", "--data-dir", tmp_path, check=False)
-    assert_one_line_error(proc, "no dataset", f"python collect_sac.py --env-id cheetah-vel --data-dir {tmp_path}")
+def test_missing_dataset_without_its_collector_names_the_command(tmp_path):
+    """A clone without collect_sac.py cannot build a missing dataset: one line that names the command."""
+    for name in ("select.py", "omrl_envs.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "select", tmp_path / "select")
+    proc = run_script("select.py", "--env-id", "cheetah-vel", "--data-dir", "fresh", check=False, cwd=tmp_path)
+    assert_one_line_error(proc, "no collect_sac.py", "python collect_sac.py --env-id cheetah-vel --data-dir fresh")
 
 
 def test_corrupt_dataset(tiny_data, tmp_path):
@@ -737,26 +741,43 @@ def test_unreadable_checkpoint(tmp_path):
     assert_one_line_error(proc, "not a readable checkpoint")
 
 
-def test_missing_point_robot_dataset_is_built_by_the_collector(tmp_path):
-    """select.py runs collect_sac.py (visibly) when the Point-Robot dataset is missing, then trains on it. A stand-in
-    collector writing a tiny dataset keeps this fast; the real one is checked for the same command line."""
+def stand_in_collector(env_id: str) -> str:
+    """A fast collect_sac.py that checks its command line: Point-Robot, scripted data; a MuJoCo family, the real
+    collector at tiny size."""
+    from test_collect_sac import TINY_MUJOCO
+
+    text = (
+        "import subprocess, sys\nfrom pathlib import Path\nsys.path.insert(1, str(Path(__file__).parent / 'tests'))\n"
+        f"assert sys.argv[1:3] == ['--env-id', {env_id!r}] and sys.argv[3] == '--data-dir'\n"
+        "print('stand-in collector', flush=True)\n"
+    )
+    if env_id == "point-robot":
+        return text + "from test_select import write_scripted_point_robot_dataset\n" \
+            "write_scripted_point_robot_dataset(Path(sys.argv[4]), 2, 2)\n"  # fmt: skip
+    command = [sys.executable, str(ROOT / "collect_sac.py")]  # the real one, with its flags and the tiny sizes
+    tiny = [str(x) for kv in TINY_MUJOCO.items() for x in kv]
+    return text + f"sys.exit(subprocess.run([*{command!r}, *sys.argv[1:], *{tiny!r}]).returncode)\n"
+
+
+@pytest.mark.parametrize("env_id", ["point-robot", "cheetah-vel"])
+def test_missing_dataset_is_built_by_the_collector(tmp_path, env_id):
+    """select.py runs collect_sac.py (visibly, with its command line) when the dataset is missing, for every family,
+    then trains on it. A stand-in collector keeps this fast; the real one is checked for the same command line."""
     root = tmp_path / "clone"
     root.mkdir()
     for name in ("select.py", "omrl_envs.py"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "select", root / "select")
     shutil.copytree(ROOT / "tests", root / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "collect_sac.py").write_text(
-        "import sys\nfrom pathlib import Path\nsys.path.insert(1, str(Path(__file__).parent / 'tests'))\n"
-        "from test_select import write_scripted_point_robot_dataset\n"
-        "assert sys.argv[1:3] == ['--env-id', 'point-robot'] and sys.argv[3] == '--data-dir'\n"
-        "print('stand-in collector')\nwrite_scripted_point_robot_dataset(Path(sys.argv[4]), 2, 2)\n"
-    )
+    (root / "collect_sac.py").write_text(stand_in_collector(env_id))
     proc = run_script(
-        "select.py", "--data-dir", "fresh", "--run-name", "auto", *TINY, "--protocols", "offline", cwd=root
-    )
-    assert "python collect_sac.py --env-id point-robot --data-dir fresh" in proc.stdout
+        "select.py", "--env-id", env_id, "--data-dir", "fresh", "--run-name", "auto", *TINY, "--protocols", "offline",
+        cwd=root, timeout=600,
+    )  # fmt: skip
+    assert f"no dataset at fresh/{env_id}: building it (" in proc.stdout
+    assert f") with: python collect_sac.py --env-id {env_id} --data-dir fresh" in proc.stdout
     assert "stand-in collector" in proc.stdout
+    assert (root / "fresh" / env_id / "manifest.json").is_file()
     assert (root / "runs" / "auto" / "final_eval.json").is_file()
     if (ROOT / "collect_sac.py").is_file():  # the real collector accepts that command line
         help_text = run_script("collect_sac.py", "--help").stdout
