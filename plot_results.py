@@ -563,6 +563,23 @@ def cost_table(methods: dict, trained: list[str]) -> list[str]:
     return [caption, "", *table(header, rows), ""]
 
 
+def dataset_notes(methods: dict, shown: list[str]) -> list[str]:
+    """A note when the runs of one seed did not all train on the same dataset (content hash): their comparison is
+    then not on equal data. A rebuild gives the same hash on the same kind of CPU, not across CPUs (README)."""
+    by_seed = defaultdict(lambda: defaultdict(list))  # seed -> content hash -> methods
+    for m in shown:
+        for run in methods[m]:
+            if is_training([run]) and run.dataset.get("content_hash"):
+                by_seed[run.seed][run.dataset["content_hash"][:12]].append(m)
+    return [
+        f"seed {seed} ran on {len(hashes)} different datasets: "
+        + "; ".join(f"`{h}...` ({', '.join(ms)})" for h, ms in sorted(hashes.items()))
+        + ": the methods of this seed are not compared on the same data."
+        for seed, hashes in sorted(by_seed.items())
+        if len(hashes) > 1
+    ]
+
+
 def env_tables(env_id: str, methods: dict, protocols, shown=None, reps: int = BOOTSTRAP_REPS) -> str:
     """The Markdown tables of one env, without a heading. `methods` is {method: runs} (every method of the env: the
     base methods of ablations and re-evaluations are looked up there); `shown` restricts the rows."""
@@ -584,6 +601,7 @@ def env_tables(env_id: str, methods: dict, protocols, shown=None, reps: int = BO
         lines += reevaluation_table(methods, reevaluations, protocols)
     if base or ablations:
         lines += cost_table(methods, [*base, *ablations])
+    notes += dataset_notes(methods, shown)
     if notes:
         lines += ["Notes:", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -643,7 +661,7 @@ def draw_curve(ax, runs: list[Run], protocol: str, label: str, color: str) -> No
 def draw_anchors(ax, anchors: dict) -> None:
     for name, value in anchors.items():
         ax.axhline(value, color="0.45", linestyle=":", linewidth=1)
-        ax.text(0.01, value, f"{name} {value:g}", transform=ax.get_yaxis_transform(), fontsize=7, color="0.35",
+        ax.text(0.01, value, f"{name} {value:.4g}", transform=ax.get_yaxis_transform(), fontsize=7, color="0.35",
                 va="bottom")  # fmt: skip
 
 

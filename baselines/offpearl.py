@@ -180,11 +180,12 @@ ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     human
     "meta_batch_size":    (16,         16,         10,         16,         16,         16,         16),
     "encoder_hidden":     ((200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3, (200,) * 3),
     "proximal_noise_std": (0.3,        0.3,        0.3,        0.3,        0.3,        0.3,        0.3),
-    # BRAC: CSRO's configs (ant-dir: ant-goal's; Point-Robot: none, plain offline SAC); CSRO normalises no states
+    # BRAC: CSRO's configs (ant-dir: ant-goal's; Point-Robot: none, plain offline SAC); CSRO's code normalises no states
     "reward_scale":       (100,        5,          5,          5,          5,          5,          5),
     "alpha":              (0,          50,         500,        500,        500,        50,         50),
     "alpha_max":          (0,          2e3,        2e3,        2e3,        2e3,        1e4,        1e4),
-    "normalize_states":   (False,      False,      False,      False,      False,      False,      False),
+    # states normalised on the MuJoCo families, as for every method (issue 14's measurement on cheetah-vel, README)
+    "normalize_states":   (False,      True,       True,       True,       True,       True,       True),
 }
 # fmt: on
 

@@ -81,6 +81,16 @@ def test_per_env_table_fills_every_table_option_for_every_family(script):
     assert (args.batch_size, args.context_size, args.num_train_steps) == (32, 512, 210_000)
 
 
+@pytest.mark.parametrize("script", [*SCRIPTS, "corro", "borel"])
+def test_one_state_normalisation_policy_for_every_method(script):
+    """Issue 14: every script normalises states on the MuJoCo families and not on Point-Robot, the same per-env
+    default as select.py, so that a MuJoCo gap between methods is not an input-scaling gap."""
+    module = MODULES.get(script) or load_script(f"baselines/{script}.py", f"baseline_{script}")
+    for env_id in omrl_envs.ENV_IDS:
+        resolved = module.resolve_args(module.Args(env_id=env_id)).normalize_states
+        assert resolved is sel.resolve_args(sel.Args(env_id=env_id)).normalize_states is (env_id != "point-robot")
+
+
 @pytest.mark.parametrize("script", ["select", *SCRIPTS])
 def test_presets_keep_the_sizes_of_every_run_so_far(script):
     """cpu on Point-Robot is the preset of every Point-Robot run so far, reference on the MuJoCo families their

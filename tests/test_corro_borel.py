@@ -469,7 +469,7 @@ def test_tiny_run_on_hopper(script, hopper_data, tmp_path):
     )  # fmt: skip
     final = json.loads((tmp_path / "hopper" / "final_eval.json").read_text())
     assert final["step"] == 20 and set(final["protocols"]) == set(protocols)
-    assert final["args"]["normalize_states"] is False and final["args"]["gamma"] == 0.99
+    assert final["args"]["normalize_states"] is True and final["args"]["gamma"] == 0.99  # every method, MuJoCo
     for result in final["protocols"].values():
         assert np.isfinite(result["return"]) and np.isfinite(result["context_shift"])
         assert max(len(runs) for runs in result["per_run"]) > 3  # scored episodes end early: more than 600 / 200

@@ -170,6 +170,20 @@ def test_mujoco_anchors_are_the_datasets_first_and_last_checkpoint(tmp_path, mon
     assert pr.env_anchors("point-robot", {}) == pr.ANCHORS["point-robot"]
 
 
+def test_a_seed_on_two_datasets_is_named(tmp_path, monkeypatch):
+    """The methods of one seed must share a dataset; where their content hashes differ, a note says so (a seed may
+    use another dataset than the other seeds: a rebuild on another kind of CPU gives other data)."""
+    monkeypatch.setitem(sys.modules, "rliable", None)
+    hashes = {("select", 1): "a" * 64, ("csro", 1): "a" * 64, ("select", 2): "b" * 64, ("csro", 2): "c" * 64}
+    for (method, seed), content_hash in hashes.items():
+        path = write_result(tmp_path, method, seed, dict.fromkeys(ALL, -5.0))
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(record | {"dataset": {"content_hash": content_hash}}))
+    tables = pr.results_tables(tmp_path)
+    assert "- seed 2 ran on 2 different datasets: `bbbbbbbbbbbb...` (select); `cccccccccccc...` (csro)" in tables
+    assert "seed 1 ran on" not in tables
+
+
 def test_bootstrap_known_cases():
     scores = np.tile(np.linspace(-8.0, -4.0, 10), (3, 1))  # every seed scores the same on each task
     difference, low, high, probability = pr.improvement(scores, np.tile(scores[0] - 1.5, (4, 1)), RLIABLE, reps=500)
