@@ -678,11 +678,12 @@ def plot_env(env_id: str, methods: dict, protocols, colors: dict, path: Path) ->
     training = [runs for runs in methods.values() if is_training(runs)]
     protocols = [p for p in protocols if any(r.curve.get(p) for runs in training for r in runs)] or protocols
     fig, axes = plt.subplots(1, len(protocols), figsize=(4.2 * len(protocols), 3.6), squeeze=False, sharey=True)
+    anchors = env_anchors(env_id, methods)
     for ax, protocol in zip(axes[0], protocols):
         for method, runs in methods.items():
             if is_training(runs):  # ablations too (dashed); re-evaluations have no curve
                 draw_curve(ax, runs, protocol, method, colors[method])
-        draw_anchors(ax, env_anchors(env_id, methods))
+        draw_anchors(ax, anchors)
         style_axis(ax, protocol)
     axes[0][0].set_ylabel("test-task return (last scored episode)")
     handles, labels = axes[0][0].get_legend_handles_labels()

@@ -150,7 +150,6 @@ def test_seeds_that_stopped_early_are_named(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # SELECT against the baselines: rliable
 # ------------------------------------------------------------------------------------------------
-@needs_rliable
 def test_mujoco_anchors_are_the_datasets_first_and_last_checkpoint(tmp_path, monkeypatch):
     """Without benchmark.md anchors (the MuJoCo families), the table lists and the figure draws the dataset's range
     as the result files recorded it: the test-task return at its first and its last kept checkpoint."""
@@ -184,6 +183,7 @@ def test_a_seed_on_two_datasets_is_named(tmp_path, monkeypatch):
     assert "seed 1 ran on" not in tables
 
 
+@needs_rliable
 def test_bootstrap_known_cases():
     scores = np.tile(np.linspace(-8.0, -4.0, 10), (3, 1))  # every seed scores the same on each task
     difference, low, high, probability = pr.improvement(scores, np.tile(scores[0] - 1.5, (4, 1)), RLIABLE, reps=500)
