@@ -408,11 +408,19 @@ def env_anchors(env_id: str, methods: dict) -> dict:
     the runs recorded it: the mean test-task return of its saved episodes at the first and last kept checkpoint."""
     if env_id in ANCHORS:
         return ANCHORS[env_id]
+    ranges = {}  # content hash -> (first, last), in the order the runs list them
     for run in (r for runs in methods.values() for r in runs):
         returns = (run.dataset.get("checkpoint_returns") or {}).get("test_tasks")
         if returns:
-            return {"dataset, first checkpoint": returns[0], "dataset, last checkpoint": returns[-1]}
-    return {}
+            ranges.setdefault(str(run.dataset.get("content_hash"))[:12], (returns[0], returns[-1]))
+    if len(ranges) == 1:  # one dataset (the usual case)
+        first, last = next(iter(ranges.values()))
+        return {"dataset, first checkpoint": first, "dataset, last checkpoint": last}
+    return {  # seeds on different datasets (rebuilt on another kind of CPU): each dataset's range, by its hash
+        f"dataset {h}..., {which} checkpoint": value
+        for h, (first, last) in sorted(ranges.items())
+        for which, value in (("first", first), ("last", last))
+    }
 
 
 def methods_table(env_id: str, methods: dict, base: list[str], protocols) -> list[str]:

@@ -163,6 +163,14 @@ def test_mujoco_anchors_are_the_datasets_first_and_last_checkpoint(tmp_path, mon
     assert "Reference returns: dataset, first checkpoint -414.00, dataset, last checkpoint -85.00." in tables
     assert pr.env_anchors("cheetah-vel", {"select": pr.load_runs(tmp_path)}) == {
         "dataset, first checkpoint": -414, "dataset, last checkpoint": -85}  # fmt: skip
+    other = write_result(tmp_path, "select", 2, dict.fromkeys(ALL, -80.0), env_id="cheetah-vel")
+    second = json.loads(other.read_text())  # seed 2 on another dataset: both ranges, each named by its hash
+    second["dataset"] = {"content_hash": "def", "checkpoint_returns": {"steps": [5, 10], "test_tasks": [-400, -70]}}
+    other.write_text(json.dumps(second))
+    assert pr.env_anchors("cheetah-vel", {"select": pr.load_runs(tmp_path)}) == {
+        "dataset abc..., first checkpoint": -414, "dataset abc..., last checkpoint": -85,
+        "dataset def..., first checkpoint": -400, "dataset def..., last checkpoint": -70}  # fmt: skip
+    other.unlink()
     record["dataset"] = {"content_hash": "abc", "checkpoint_returns": None}  # a dataset without a collection log
     path.write_text(json.dumps(record))
     assert "Reference returns" not in pr.results_tables(tmp_path)
