@@ -3,8 +3,9 @@
 # NeurIPS 2021 (official code Rondorf/BOReL). Spec: shared/spec/algorithms.md §7 (§4) and benchmark.md §3-4;
 # shared/reference/baselines.md §4. What comes from where:
 #   task inference     VariBAD's belief, trained offline in a first phase of the run (--vae-steps; --num-train-steps
-#                      counts them): a GRU over a task's transition sequence (s, a, r, s') gives the belief (mean,
-#                      log-variance) of a latent m after every transition, the prior from an empty history; a reward
+#                      counts them, its preset value on top of the other methods' RL steps): a GRU over a task's
+#                      transition sequence (s, a, r, s') gives the belief (mean, log-variance) of a latent m after
+#                      every transition, the prior from an empty history; a reward
 #                      decoder r(s, a, s', m) (and a transition decoder s'(s, a, m), --decode-state) reconstructs every
 #                      transition of the segment from the belief at each ELBO time, KL(q_t || q_{t-1}) weight 0.05.
 #                      Segments are consecutive whole episodes of one train task, episodes cut where a transition ends
@@ -106,7 +107,8 @@ class Args:
 
     # Algorithm: the belief (BOReL, VariBAD; algorithms.md §7)
     num_train_steps: int | None = None
-    """number of gradient steps, the VAE's included (None: --preset)"""
+    """number of gradient steps, the VAE's included (None: the preset's steps, those of every other method's RL, plus
+    --vae-steps, so that BOReL's RL gets as many steps as theirs)"""
     meta_batch_size: int | None = None
     """distinct train tasks per RL gradient step (None: table)"""
     batch_size: int | None = None
@@ -234,7 +236,10 @@ def resolve_args(args: Args) -> Args:
         raise SystemExit(f"error: unknown --preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
     column = omrl_envs.ENV_IDS.index(args.env_id)
     table = {name: values[column] for name, values in (PRESETS[args.preset] | ENV_DEFAULTS).items()}
+    steps_from_preset = args.num_train_steps is None
     args = replace(args, **{k: v for k, v in table.items() if getattr(args, k) is None})
+    if steps_from_preset:  # the preset's steps are RL steps (every method's); the VAE's come on top
+        args = replace(args, num_train_steps=args.num_train_steps + args.vae_steps)
 
     def check(ok: bool, message: str):
         if not ok:

@@ -8,7 +8,8 @@
 #                      keep the anchor's (s, a) with (r*, s'*) decoded by the CVAE (or r + N(0, 0.5^2), s');
 #                      (3) E1 frozen, the aggregator E2 (softmax self-attention, one Linear(dim, 1) score per z_i)
 #                      trained with the critic loss during offline RL. The pre-training steps are gradient steps of the
-#                      run (--num-train-steps counts them); evaluations start in phase 3.
+#                      run (--num-train-steps counts them; its preset value adds them to the other methods' RL steps);
+#                      evaluations start in phase 3.
 #   offline RL         BRAC (Wu, Tucker and Nachum, 2019) on SAC with a V net, as csro.py (CORRO's public code runs
 #                      plain SAC; every baseline here shares one backbone, so that the comparison isolates the
 #                      representation): twin Q, V with a target copy, tanh-Gaussian actor, a KL(pi || behaviour) penalty
@@ -99,7 +100,8 @@ class Args:
 
     # Algorithm: task inference (CORRO; algorithms.md §7)
     num_train_steps: int | None = None
-    """number of gradient steps, the pre-training phases' included (None: --preset)"""
+    """number of gradient steps, the pre-training phases' included (None: the preset's steps, those of every other
+    method's RL, plus the pre-training's, so that CORRO's RL gets as many steps as theirs)"""
     meta_batch_size: int | None = None
     """distinct train tasks per gradient step (None: table)"""
     batch_size: int | None = None
@@ -113,9 +115,9 @@ class Args:
     generative_steps: int = 1000
     """phase 1: gradient steps of the CVAE p(r, s' | s, a), none with --negatives reward-noise (ours, for the cpu
     presets: CORRO trains it for epochs over the whole data)"""
-    encoder_steps: int = 2000
-    """phase 2: gradient steps of E1 by InfoNCE, frozen afterwards (ours, for the cpu presets: CORRO's configs load E1
-    after 900 x 200 steps)"""
+    encoder_steps: int = 10_000
+    """phase 2: gradient steps of E1 by InfoNCE, frozen afterwards (ours, where the InfoNCE loss flattens on
+    Point-Robot (README); CORRO's configs load E1 after 900 x 200 steps)"""
     negatives: str = "generative"
     """(r*, s'*) of the negatives: 'generative' (the CVAE's decoder at u ~ N(0, I)) or 'reward-noise' (r + noise, s')"""
     num_negatives: int = 16
@@ -228,9 +230,12 @@ def resolve_args(args: Args) -> Args:
         raise SystemExit(f"error: unknown --preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
     column = omrl_envs.ENV_IDS.index(args.env_id)
     table = {name: values[column] for name, values in (PRESETS[args.preset] | ENV_DEFAULTS).items()}
+    steps_from_preset = args.num_train_steps is None
     args = replace(args, **{k: v for k, v in table.items() if getattr(args, k) is None})
     if args.negatives == "reward-noise":
         args = replace(args, generative_steps=0)  # no generative model to train
+    if steps_from_preset:  # the preset's steps are RL steps (every method's); the pre-training comes on top
+        args = replace(args, num_train_steps=args.num_train_steps + args.generative_steps + args.encoder_steps)
 
     def check(ok: bool, message: str):
         if not ok:

@@ -43,6 +43,11 @@ PRETRAINING_NETWORKS = {
 PRETRAINING_LOSSES = {"corro": ("generative_loss", "infonce_loss"), "borel": ("vae_reward_loss", "vae_kl_loss")}
 
 
+def pretraining_steps(script: str) -> int:
+    """The default pre-training: CORRO 1,000 CVAE + 10,000 InfoNCE steps, BOReL 2,000 VAE steps."""
+    return {"corro": 11_000, "borel": 2_000}[script]
+
+
 # ------------------------------------------------------------------------------------------------
 # Fixtures
 # ------------------------------------------------------------------------------------------------
@@ -305,9 +310,13 @@ def test_per_env_table_fills_every_table_option_for_every_family(script):
     for preset, sizes in module.PRESETS.items():
         for index, env_id in enumerate(omrl_envs.ENV_IDS):
             args = module.resolve_args(module.Args(env_id=env_id, preset=preset))
+            pretraining = args.generative_steps + args.encoder_steps if script == "corro" else args.vae_steps
             for name, values in (sizes | module.ENV_DEFAULTS).items():
                 assert len(values) == len(omrl_envs.ENV_IDS), name
-                assert getattr(args, name) == values[index], (preset, env_id, name)
+                expected = values[index] + pretraining if name == "num_train_steps" else values[index]  # RL + these
+                assert getattr(args, name) == expected, (preset, env_id, name)
+    assert module.resolve_args(module.Args()).num_train_steps == 20_000 + pretraining_steps(script)
+    assert module.resolve_args(module.Args(num_train_steps=300)).num_train_steps == 300  # a flag counts them all
     assert module.resolve_args(module.Args()).alpha_max == 0  # Point-Robot: plain offline SAC, as CSRO's config
     if script == "corro":
         latent = {e: corro.resolve_args(corro.Args(env_id=e)).latent_dim for e in omrl_envs.ENV_IDS}
