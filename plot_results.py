@@ -2,8 +2,9 @@
 
 Reads the committed per-run result files `<results-dir>/<env_id>/<method>__s<seed>.json` (schema 1, written by the
 study runner) and, with `--runs-dir`, the TensorBoard run directories of work in progress. Writes, per environment:
-  - `<out-dir>/<env_id>.png`: the paper's Figure 1: one panel per protocol, test-task return against gradient steps,
-    mean and sample std over seeds of every training method, the env's reference returns as horizontal lines;
+  - `<out-dir>/<env_id>.png`: the paper's Figure 1: one panel per protocol, test-task return against gradient steps
+    (RL steps: CORRO's and BOReL's pre-training steps come before 0), mean and sample std over seeds of every
+    training method, the env's reference returns as horizontal lines;
   - `<out-dir>/summary.png`: one panel per env, each method's best online protocol;
   - `<out-dir>/results.md` (also printed): (1) final return per method and protocol, (2) SELECT against each
     baseline: difference of means with rliable's stratified-bootstrap interval and probability of improvement,
@@ -92,6 +93,13 @@ class Run:
     training: dict = field(default_factory=dict)  # {tag: {step: value}}: the training scalars (result files)
     wall_seconds: float | None = None  # the whole run, every attempt (result files)
     dataset: dict = field(default_factory=dict)  # the dataset's fingerprint (omrl_envs.DatasetHasher), if recorded
+    pretraining: int = 0  # steps before the RL phase (CORRO, BOReL): curves and traces are keyed by RL step
+
+
+def pretraining_steps(args: dict) -> int:
+    """The gradient steps a run spends before its RL phase: CORRO's CVAE and InfoNCE steps, BOReL's VAE steps (its
+    steps and evaluations count from the run's first step, so that its RL steps are the others' after these)."""
+    return sum(int(args.get(name) or 0) for name in ("generative_steps", "encoder_steps", "vae_steps"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,7 +123,8 @@ def load_result_file(path: Path) -> Run:
         raise InputError(f"{path} is not a schema-1 result file (schema {schema!r})")
     try:
         curve = record["curve"]
-        steps = [int(s) for s in curve["steps"]]
+        pretraining = pretraining_steps(record.get("args", {}))
+        steps = [int(s) - pretraining for s in curve["steps"]]
         run = Run(
             env_id=record["env_id"],
             method=record["method"],
@@ -128,6 +137,7 @@ def load_result_file(path: Path) -> Run:
             source=str(path),
             wall_seconds=None if record.get("wall_seconds") is None else float(record["wall_seconds"]),
             dataset=record["dataset"] if isinstance(record.get("dataset"), dict) else {},
+            pretraining=pretraining,
         )
         for protocol, returns in curve["return"].items():
             shifts = curve.get("context_shift", {}).get(protocol) or [None] * len(steps)
@@ -135,7 +145,8 @@ def load_result_file(path: Path) -> Run:
                 raise ValueError(f"curve of {protocol} has {len(returns)} values for {len(steps)} steps")
             run.curve[protocol] = dict(zip(steps, zip(map(float, returns), shifts)))
         for tag, trace in record.get("training", {}).items():
-            run.training[tag] = dict(zip(map(int, trace["steps"]), map(float, trace["values"]), strict=True))
+            trace_steps = (int(s) - pretraining for s in trace["steps"])
+            run.training[tag] = dict(zip(trace_steps, map(float, trace["values"]), strict=True))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise InputError(f"{path} is not a valid result file ({type(error).__name__}: {error})") from None
     if run.reevaluates is not None and not RESULT_NAME.fullmatch(str(run.reevaluates)):
@@ -181,7 +192,7 @@ def load_run_dir(run_dir: Path) -> Run | None:
             }
         else:
             return None
-        name = RESULT_NAME.fullmatch(run_dir.name)
+        name, pretraining = RESULT_NAME.fullmatch(run_dir.name), pretraining_steps(args)
         method = name["method"] if name and int(name["seed"]) == args["seed"] else args["exp_name"]
         return Run(
             env_id=args["env_id"],
@@ -192,9 +203,10 @@ def load_run_dir(run_dir: Path) -> Run | None:
             step=int(final["step"]),
             planned_steps=int(args.get("num_train_steps") or final["step"]),
             final=protocol_results(final["protocols"]),
-            curve=curve,
+            curve={p: {step - pretraining: v for step, v in c.items()} for p, c in curve.items()},
             source=str(run_dir),
             dataset=final["dataset"] if isinstance(final.get("dataset"), dict) else {},
+            pretraining=pretraining,
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"{run_dir} is not a readable run directory ({type(error).__name__}: {error})") from None
@@ -313,6 +325,13 @@ def final_step(runs: list[Run]) -> int:
     return max(r.step for r in runs)
 
 
+def steps_label(runs: list[Run]) -> str:
+    """final_step for the tables: RL steps + pre-training steps where a method pre-trains (CORRO, BOReL)."""
+    pretraining = max(r.pretraining for r in runs)
+    rl = f"{final_step(runs) - pretraining:,}"
+    return f"{rl} + {pretraining:,} pre-training" if pretraining else rl
+
+
 def stop_notes(method: str, runs: list[Run]) -> list[str]:
     """A note for each group of seeds that stopped before the others (or before their planned step)."""
     target, stopped = max(max(r.planned_steps, r.step) for r in runs), defaultdict(list)
@@ -393,12 +412,13 @@ def finals(runs: list[Run], protocol: str) -> list[tuple]:
 
 
 def at_step(runs: list[Run], protocol: str, step: int) -> list[tuple]:
-    """(return, context shift) of each seed's evaluation at `step`: from its curve, or its final evaluation there."""
+    """(return, context shift) of each seed's evaluation at RL step `step`: from its curve, or its final evaluation
+    there."""
     values = []
     for run in runs:
         if step in run.curve.get(protocol, {}):
             values.append(run.curve[protocol][step])
-        elif run.step == step and protocol in run.final:
+        elif run.step - run.pretraining == step and protocol in run.final:
             values.append(finals([run], protocol)[0])
     return values
 
@@ -440,7 +460,7 @@ def methods_table(env_id: str, methods: dict, base: list[str], protocols) -> lis
         for p in protocols:
             curve = mean_curve(runs, p)
             cells.append(cell(finals(runs, p), len(runs), None if curve is None else curve[1].mean(0).max()))
-        rows.append([m, str(len(runs)), f"{final_step(runs):,}", *cells])
+        rows.append([m, str(len(runs)), steps_label(runs), *cells])
     return [caption, "", *table(["method", "seeds", "steps", *protocols], rows), ""]
 
 
@@ -488,9 +508,10 @@ def ablation_table(methods: dict, ablations: list[str], protocols) -> tuple[list
         "Ablations: each variant's final evaluation below its base method's evaluation at the same gradient step;"
         " mean ± sample std over seeds [mean context-shift ratio]."
     )
-    groups = defaultdict(list)  # (base method, step): its ablations
+    groups = defaultdict(list)  # (base method, RL step): its ablations
     for m in ablations:
-        groups[methods[m][0].variant_of, final_step(methods[m])].append(m)
+        runs = methods[m]
+        groups[runs[0].variant_of, final_step(runs) - max(r.pretraining for r in runs)].append(m)
     rows, notes = [], []
     for of, step in sorted(groups, key=lambda group: (method_key(group[0]), group[1])):
         base_runs = methods.get(of, [])
@@ -559,7 +580,7 @@ def cost_table(methods: dict, trained: list[str]) -> list[str]:
         ]
         walls = [r.wall_seconds / 60 for r in runs if r.wall_seconds is not None]
         rows.append(
-            [m, str(len(runs)), f"{final_step(runs):,}", mean_range(sps, 1), mean_range(evals, 1), mean_range(walls, 1)]
+            [m, str(len(runs)), steps_label(runs), mean_range(sps, 1), mean_range(evals, 1), mean_range(walls, 1)]
         )
     caption = (
         "Cost per run: training steps/s (the run's average, `charts/SPS`), minutes spent in the evaluations"
@@ -675,7 +696,7 @@ def draw_anchors(ax, anchors: dict) -> None:
 
 def style_axis(ax, title: str) -> None:
     ax.set_title(title)
-    ax.set_xlabel("gradient steps")
+    ax.set_xlabel("RL gradient steps (after any pre-training)")
     ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x else "0")  # 20k, not 20000: no overlap
     ax.grid(alpha=0.3)
 

@@ -13,6 +13,8 @@ cpu dataset's shape (random values: the speed does not depend on them) written t
   those steps ran is timed alone, with the same strides and threads, in the same conditions (the load job still
   running), giving this machine's matmul GFLOP/s at the step's own sizes. achieved / matmul is the share of the
   step's time that its matmuls would need alone.
+- baselines/corro.py and baselines/borel.py train in phases (CORRO: CVAE, InfoNCE, RL; BOReL: VAE, RL): each phase
+  is a row of its own, timed by a run that does that phase only (PHASES).
 - --profile: the top operators (self CPU time) of a torch.profiler trace of --steps steps, for the first
   configuration.
 
@@ -44,6 +46,17 @@ import omrl_envs  # noqa: E402
 DEFAULT_STEPS = {"reference": 50, "cpu": 600}
 SYNTHETIC_TRANSITIONS = {"point-robot": 14_000}  # the others: the cpu dataset's 8 checkpoints x 10 episodes x 200
 MATMULS = ("aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten.baddbmm.default")
+# Scripts that train in phases (pre-training, then RL): each phase is timed alone, by a run of --steps steps that
+# skips the other phases (their networks then stay untrained: a step's cost does not depend on their values).
+# phase -> the script's flags, given the run's steps.
+PHASES = {
+    "baselines/corro.py": {
+        "cvae": lambda n: ["--generative-steps", str(n), "--encoder-steps", "0"],
+        "infonce": lambda n: ["--generative-steps", "0", "--encoder-steps", str(n)],
+        "rl": lambda n: ["--generative-steps", "0", "--encoder-steps", "0"],
+    },
+    "baselines/borel.py": {"vae": lambda n: ["--vae-steps", str(n)], "rl": lambda n: ["--vae-steps", "0"]},
+}
 
 
 def synthetic_dataset(data_dir: Path, env_id: str) -> None:
@@ -84,6 +97,7 @@ def script_args(cfg: dict, run_name: str, steps: int, log_every: int) -> list[st
         "--env-id", cfg["env_id"], "--preset", cfg["preset"], "--data-dir", cfg["data_dir"],
         "--runs-dir", cfg["runs_dir"], "--run-name", run_name, "--num-train-steps", str(steps),
         "--eval-every", str(steps), "--log-every", str(log_every), "--protocols", "offline", "--eval-runs", "1",
+        *PHASES.get(cfg["script"], {}).get(cfg.get("phase"), lambda n: [])(steps),
     ]  # fmt: skip
 
 
@@ -125,6 +139,9 @@ def count_step(cfg: dict, steps: int) -> dict:
             runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
         except EvaluationStarts:
             pass
+        except SystemExit as stop:  # a pre-training phase alone ends without an evaluation
+            if stop.code not in (0, None):
+                raise
         finally:
             hook.remove()
     return at_last_step
@@ -159,7 +176,7 @@ def count_worker(cfg: dict, n: int, threads: int) -> dict:
 # ---- one timed run (a child process: --worker) ----
 def timed_run(cfg: dict, steps: int, threads: int) -> dict:
     log_every = max(1, steps // 10)
-    name = f"bench_{Path(cfg['script']).stem}_{cfg['env_id']}_{cfg['preset']}"  # one run directory per configuration
+    name = f"bench_{Path(cfg['script']).stem}_{cfg.get('phase') or 'all'}_{cfg['env_id']}_{cfg['preset']}"  # one each
     command = [sys.executable, str(ROOT / cfg["script"]), *script_args(cfg, name, steps, log_every)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -260,10 +277,10 @@ def main():
         for env_id in args.env_ids:
             data_dir, source = dataset_dir_for(env_id, tmp)
             print(f"{env_id}: {source}")
-            for script in args.scripts:
+            for script, phase in [(s, p) for s in args.scripts for p in PHASES.get(s, [None])]:
                 for preset in args.presets:
                     cfg = {"script": script, "env_id": env_id, "preset": preset, "data_dir": str(data_dir),
-                           "runs_dir": str(tmp / "runs")}  # fmt: skip
+                           "runs_dir": str(tmp / "runs"), "phase": phase}  # fmt: skip
                     if args.profile:
                         return profile(cfg, args.steps or DEFAULT_STEPS[preset], args.threads, 25)
                     start = time.time()
@@ -275,8 +292,9 @@ def main():
                         if args.flops
                         else ""
                     )
+                    label = f"{script} [{phase}]" if phase else script
                     print(
-                        f"  {script:20s} {preset:9s} {r['steps_per_s']:7.2f} steps/s, peak RSS "
+                        f"  {label:28s} {preset:9s} {r['steps_per_s']:7.2f} steps/s, peak RSS "
                         f"{r['peak_rss_gb']:.2f} GB{flops}; wall {time.time() - start:.0f} s, "
                         f"load average {os.getloadavg()[0]:.2f}",
                         flush=True,

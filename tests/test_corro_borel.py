@@ -483,3 +483,27 @@ def test_tiny_run_on_hopper(script, hopper_data, tmp_path):
         assert np.isfinite(result["return"]) and np.isfinite(result["context_shift"])
         assert max(len(runs) for runs in result["per_run"]) > 3  # scored episodes end early: more than 600 / 200
     assert proc.stdout.splitlines()[0].startswith("hopper-rand-params, preset cpu")
+
+
+def test_bench_times_each_phase_alone():
+    """benchmarks/bench_select.py gives CORRO and BOReL a row per training phase (CORRO: CVAE, InfoNCE, RL; BOReL:
+    VAE, RL), each timed by a run of that phase only; every row has a speed and a peak memory."""
+    bench = load_script("benchmarks/bench_select.py", "bench_select")
+    cfg = {"script": "baselines/corro.py", "env_id": "point-robot", "preset": "cpu", "data_dir": "d", "runs_dir": "r"}
+    flags = {phase: bench.script_args({**cfg, "phase": phase}, "x", 30, 3) for phase in bench.PHASES[cfg["script"]]}
+    assert flags["cvae"][-4:] == ["--generative-steps", "30", "--encoder-steps", "0"]
+    assert flags["infonce"][-4:] == ["--generative-steps", "0", "--encoder-steps", "30"]
+    assert flags["rl"][-4:] == ["--generative-steps", "0", "--encoder-steps", "0"]
+    assert bench.script_args({**cfg, "script": "select.py", "phase": None}, "x", 30, 3)[-1] == "1"  # no phase flags
+    proc = run_script(
+        "benchmarks/bench_select.py", "--scripts", "baselines/corro.py", "baselines/borel.py", "--presets", "cpu",
+        "--threads", "1", "--steps", "20", timeout=600,
+    )  # fmt: skip
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("  baselines/")]
+    assert [row[:2] for row in rows] == [
+        ["baselines/corro.py", "[cvae]"], ["baselines/corro.py", "[infonce]"], ["baselines/corro.py", "[rl]"],
+        ["baselines/borel.py", "[vae]"], ["baselines/borel.py", "[rl]"],
+    ]  # fmt: skip
+    for row in rows:
+        assert row[2] == "cpu" and float(row[3]) > 0 and row[4] == "steps/s,"
+        assert float(row[row.index("RSS") + 1]) > 0.1  # GB

@@ -191,6 +191,28 @@ def test_a_seed_on_two_datasets_is_named(tmp_path, monkeypatch):
     assert "seed 1 ran on" not in tables
 
 
+def test_pretraining_steps_come_before_the_rl_steps(tmp_path, monkeypatch):
+    """CORRO and BOReL count their pre-training in their steps (their RL steps are the others'): their curves and
+    training traces are keyed by RL step, so that they line up with the other methods', and the tables show both."""
+    monkeypatch.setitem(sys.modules, "rliable", None)
+    write_select(tmp_path)
+    for seed in (1, 2):
+        path = write_result(tmp_path, "borel", seed, dict.fromkeys(ALL, -7.0), steps=(2500, 3500))
+        record = json.loads(path.read_text())
+        record["args"] |= {"vae_steps": 1500}
+        record["training"] = {"losses/vae_kl_loss": {"steps": [500, 1500, 2000], "values": [1.0, 2.0, 3.0]}}
+        path.write_text(json.dumps(record))
+    runs = {run.method: run for run in pr.load_runs(tmp_path) if run.seed == 1}
+    assert runs["borel"].pretraining == 1500 and runs["select"].pretraining == 0
+    assert sorted(runs["borel"].curve["offline"]) == [1000, 2000] == sorted(runs["select"].curve["offline"])
+    assert runs["borel"].training["losses/vae_kl_loss"] == {-1000: 1.0, 0: 2.0, 500: 3.0}
+    assert runs["borel"].step == 3500  # the run's own count, every step
+    assert pr.steps_label([runs["borel"]]) == "2,000 + 1,500 pre-training"
+    assert pr.steps_label([runs["select"]]) == "2,000"
+    assert row(pr.results_tables(tmp_path), "borel").startswith("| borel | 2 | 2,000 + 1,500 pre-training | -7.00")
+    assert pr.pretraining_steps({"generative_steps": 1000, "encoder_steps": 10_000}) == 11_000  # CORRO's
+
+
 @needs_rliable
 def test_bootstrap_known_cases():
     scores = np.tile(np.linspace(-8.0, -4.0, 10), (3, 1))  # every seed scores the same on each task
