@@ -237,7 +237,11 @@ def profile(cfg: dict, steps: int, threads: int, rows: int) -> None:
     torch.set_num_threads(threads)
     sys.argv = [cfg["script"], *script_args(cfg, "profile", steps, max(1, steps // 4))]
     with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
-        runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
+        try:
+            runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
+        except SystemExit as stop:  # a pre-training phase alone ends without an evaluation
+            if stop.code not in (0, None):
+                raise
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
