@@ -325,11 +325,15 @@ def final_step(runs: list[Run]) -> int:
     return max(r.step for r in runs)
 
 
+def final_rl_step(runs: list[Run]) -> int:
+    """final_step less the pre-training steps (CORRO, BOReL): the RL step the curves are keyed by."""
+    return final_step(runs) - max(r.pretraining for r in runs)
+
+
 def steps_label(runs: list[Run]) -> str:
     """final_step for the tables: RL steps + pre-training steps where a method pre-trains (CORRO, BOReL)."""
     pretraining = max(r.pretraining for r in runs)
-    rl = f"{final_step(runs) - pretraining:,}"
-    return f"{rl} + {pretraining:,} pre-training" if pretraining else rl
+    return f"{final_rl_step(runs):,}" + (f" + {pretraining:,} pre-training" if pretraining else "")
 
 
 def stop_notes(method: str, runs: list[Run]) -> list[str]:
@@ -510,8 +514,7 @@ def ablation_table(methods: dict, ablations: list[str], protocols) -> tuple[list
     )
     groups = defaultdict(list)  # (base method, RL step): its ablations
     for m in ablations:
-        runs = methods[m]
-        groups[runs[0].variant_of, final_step(runs) - max(r.pretraining for r in runs)].append(m)
+        groups[methods[m][0].variant_of, final_rl_step(methods[m])].append(m)
     rows, notes = [], []
     for of, step in sorted(groups, key=lambda group: (method_key(group[0]), group[1])):
         base_runs = methods.get(of, [])

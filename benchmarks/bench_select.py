@@ -101,6 +101,16 @@ def script_args(cfg: dict, run_name: str, steps: int, log_every: int) -> list[st
     ]  # fmt: skip
 
 
+def run_in_process(script: str) -> None:
+    """Run a training script in this process (sys.argv set by the caller); a pre-training phase alone ends with
+    sys.exit(0), without an evaluation."""
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise
+
+
 # ---- counting FLOPs and timing the step's matmuls (a child process: --count) ----
 def count_step(cfg: dict, steps: int) -> dict:
     """FLOPs of loading + `steps` training steps and the matmul shapes they ran: the counts as they stand at the
@@ -136,12 +146,9 @@ def count_step(cfg: dict, steps: int) -> dict:
             lambda *_: at_last_step.update(flops=flops.get_total_flops(), calls=dict(shapes.calls))
         )
         try:
-            runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
+            run_in_process(cfg["script"])
         except EvaluationStarts:
             pass
-        except SystemExit as stop:  # a pre-training phase alone ends without an evaluation
-            if stop.code not in (0, None):
-                raise
         finally:
             hook.remove()
     return at_last_step
@@ -237,11 +244,7 @@ def profile(cfg: dict, steps: int, threads: int, rows: int) -> None:
     torch.set_num_threads(threads)
     sys.argv = [cfg["script"], *script_args(cfg, "profile", steps, max(1, steps // 4))]
     with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
-        try:
-            runpy.run_path(str(ROOT / cfg["script"]), run_name="__main__")
-        except SystemExit as stop:  # a pre-training phase alone ends without an evaluation
-            if stop.code not in (0, None):
-                raise
+        run_in_process(cfg["script"])
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
