@@ -305,7 +305,7 @@ def test_run_record_and_every_protocol(script, tiny_runs):
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert json.loads((run_dir / "args.json").read_text())["exp_name"] == script
     final = assert_tiny_evaluation_record(run_dir, MODULES[script].PROTOCOLS)
-    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert checkpoint["step"] == 40 and checkpoint["args"]["alpha_max"] == 2000
     assert set(checkpoint["networks"]) >= {"context_encoder", "actor", "critic", "value_net", "value_target"}
     assert set(checkpoint["optimizers"]) >= {"context_encoder", "actor", "critic", "value_net", "dual_critic"}
@@ -347,7 +347,7 @@ def test_same_seed_same_numbers_and_plain_sac_by_default(script, tiny_data, tiny
     assert "losses/dual_critic_loss" not in plain
     assert {value for _, value in plain["charts/brac_alpha"] + plain["charts/divergence"]} == {0.0}
     assert plain["losses/critic_loss"] != first["losses/critic_loss"]
-    checkpoint = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "plain" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert not checkpoint["optimizers"]["dual_critic"]["state"]  # never stepped
 
 
@@ -363,7 +363,7 @@ def test_resume_continues_exactly(script, tiny_data, tiny_runs, tmp_path):
     straight = tiny_runs[script][0]
     final = json.loads((straight / "final_eval.json").read_text())
     assert json.loads((tmp_path / "r" / "final_eval.json").read_text())["protocols"] == final["protocols"]
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (straight, tmp_path / "r"))
+    a, b = (torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=False) for d in (straight, tmp_path / "r"))
     for name, state in a["networks"].items():
         assert all(torch.equal(state[k], b["networks"][name][k]) for k in state), name
     assert torch.equal(a["brac_alpha"], b["brac_alpha"])
@@ -376,7 +376,7 @@ def test_resume_continues_exactly(script, tiny_data, tiny_runs, tmp_path):
 ])  # fmt: skip
 def test_which_losses_train_the_encoder(script, flags, trained, tiny_data, tmp_path):
     baseline_run(script, tiny_data, tmp_path, "enc", *BRAC_ON, *flags, "--protocols", "offline")
-    checkpoint = torch.load(tmp_path / "enc" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "enc" / "checkpoint.pt", map_location="cpu", weights_only=False)
     torch.manual_seed(1)  # the script's seeding; the context encoder is the first network it builds
     initial = MODULES[script].ContextEncoder(2 + 2 + 1, (16, 16), 4).state_dict()
     final = checkpoint["networks"]["context_encoder"]

@@ -372,7 +372,7 @@ def test_run_record_and_every_protocol(script, tiny_runs):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "args.json").read_text())["exp_name"] == script
     final = assert_tiny_evaluation_record(run_dir, MODULES[script].PROTOCOLS)  # evaluations at 20 and 40 only
-    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert checkpoint["step"] == 40 and checkpoint["args"]["alpha_max"] == 2000
     assert checkpoint["phase"] == (3 if script == "corro" else "rl")
     assert set(checkpoint["networks"]) >= {*PRETRAINING_NETWORKS[script], "actor", "critic", "value_net"}
@@ -409,7 +409,7 @@ def test_resume_in_pretraining_continues_exactly(script, tiny_data, tiny_runs, t
     straight = tiny_runs[script][0]
     final = json.loads((straight / "final_eval.json").read_text())
     assert json.loads((tmp_path / "r" / "final_eval.json").read_text())["protocols"] == final["protocols"]
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (straight, tmp_path / "r"))
+    a, b = (torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=False) for d in (straight, tmp_path / "r"))
     for name, state in a["networks"].items():
         assert all(torch.equal(state[k], b["networks"][name][k]) for k in state), name
     assert torch.equal(a["brac_alpha"], b["brac_alpha"])
@@ -419,7 +419,7 @@ def test_resume_in_pretraining_continues_exactly(script, tiny_data, tiny_runs, t
             assert first[key] == resumed[key], key
 
     script_run(script, tiny_data, tmp_path, "p", *BRAC_ON, steps=str(PRETRAINING))
-    pretrained = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)
+    pretrained = torch.load(tmp_path / "p" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert pretrained["step"] == PRETRAINING and pretrained["phase"] == (2 if script == "corro" else "vae")
     for name in PRETRAINING_NETWORKS[script]:  # frozen in the RL phase
         state = pretrained["networks"][name]
@@ -443,7 +443,7 @@ def test_plain_sac_by_default_and_the_other_options(script, tiny_data, tmp_path)
     plain = scalars(tmp_path / "plain")
     assert "losses/dual_critic_loss" not in plain
     assert {value for _, value in plain["charts/brac_alpha"] + plain["charts/divergence"]} == {0.0}
-    checkpoint = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "plain" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert not checkpoint["optimizers"]["dual_critic"]["state"]  # never stepped
     if script == "corro":
         assert checkpoint["args"]["generative_steps"] == 0 and "losses/generative_loss" not in plain
