@@ -29,9 +29,9 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND under a time limit, output
   echo "== $name: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s" | tee -a "$OUT/$name.txt"
 }
 
-part machine 60 bash -c "nvidia-smi; $PY -c 'import sys, torch; print(sys.version); print(\"torch\", torch.__version__, \
-\"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available(), torch.cuda.get_device_name() \
-if torch.cuda.is_available() else \"\")'"
+part machine 60 bash -c "nvidia-smi; $PY -c 'import sys, torch; print(sys.version); \
+print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available(), \
+torch.cuda.get_device_name() if torch.cuda.is_available() else \"\")'"
 
 part bench 280 "$PY" benchmarks/bench_select.py --scripts select.py baselines/csro.py baselines/focal.py \
   baselines/offpearl.py baselines/corro.py baselines/borel.py --presets cpu reference --steps "$STEPS" --threads 1
@@ -41,7 +41,8 @@ part tiny_cuda 60 bash -c "$PY tests/test_select.py $TMP/data && $PY select.py -
   --meta-batch-size 4 --batch-size 16 --context-size 16 --latent-dim 4 --encoder-hidden 16 16 --rl-hidden 16 16 \
   --eval-runs 1 && tar czf $OUT/tiny_cuda.tar.gz -C $TMP data runs"
 
-xdist=$($PY -c 'import xdist' 2>/dev/null && echo "-n 12")  # one line per test (-v): a cut-off run still says
+# -v: a line per test, so that a run cut off by its time limit still says which passed
+xdist=$($PY -c 'import xdist' 2>/dev/null && echo "-n 12")
 # shellcheck disable=SC2086
 part tests 250 "$PY" -m pytest -v -p no:cacheprovider $xdist tests/test_select.py tests/test_baselines.py \
   tests/test_corro_borel.py
