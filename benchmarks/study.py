@@ -112,14 +112,20 @@ class Run:
     flags: tuple[str, ...] = ()
     variant_of: str | None = None
     reevaluates: str | None = None  # the method whose final checkpoint (same env and seed) this run re-evaluates
+    data_seed: int | None = None  # --data-seeds: the collection seed of its dataset (None: the default dataset)
+
+    @property
+    def tag(self) -> str:
+        """The data seed's part of a run name: "" on the default dataset, "__d<K>" on collection seed K's."""
+        return "" if self.data_seed is None else f"__d{self.data_seed}"
 
     @property
     def name(self) -> str:
-        return f"{self.method}__s{self.seed}"
+        return f"{self.method}{self.tag}__s{self.seed}"
 
     @property
     def base_name(self) -> str | None:
-        return f"{self.reevaluates}__s{self.seed}" if self.reevaluates else None
+        return f"{self.reevaluates}{self.tag}__s{self.seed}" if self.reevaluates else None
 
 
 @dataclass(frozen=True)
@@ -146,13 +152,19 @@ class Study:
     def base_dir(self, run: Run) -> Path:
         return self.runs_dir / run.env_id / run.base_name
 
+    def data_dir_of(self, data_seed: int | None) -> Path:
+        """Where a run's dataset lives: <data-dir>/<env>/ for the default collection (seed 0), and
+        <data-dir>/data-seed-<K>/<env>/ for collection seed K > 0 (--data-seeds), side by side."""
+        return self.data_dir if not data_seed else self.data_dir / f"data-seed-{data_seed}"
+
     def command(self, run: Run) -> list[str]:
         if run.reevaluates:
             checkpoint = self.base_dir(run) / "checkpoint.pt"
             command = [run.script, "--eval-checkpoint", str(checkpoint), "--eval-output", str(self.output(run))]
         else:
-            command = [run.script, "--env-id", run.env_id, "--seed", str(run.seed), "--data-dir", str(self.data_dir),
-                       "--runs-dir", str(self.runs_dir / run.env_id), "--run-name", run.name]  # fmt: skip
+            command = [run.script, "--env-id", run.env_id, "--seed", str(run.seed), "--data-dir",
+                       str(self.data_dir_of(run.data_seed)), "--runs-dir", str(self.runs_dir / run.env_id),
+                       "--run-name", run.name]  # fmt: skip
         return [sys.executable, *command, *run.flags, *self.study_flags]
 
 
@@ -185,20 +197,21 @@ def expand_methods(names: list[str], methods: dict) -> list[str]:
     return expanded
 
 
-def plan(env_ids: list[str], method_names: list[str], seeds: list[int], methods: dict) -> list[Run]:
-    """Every run of the selection, seed-major (seed 1 of every env and method first), re-evaluations after the
-    training runs of their seed."""
+def plan(env_ids: list[str], method_names: list[str], seeds: list[int], methods: dict, data_seeds=(None,)) -> list[Run]:
+    """Every run of the selection, seed-major (seed 1 of every env, dataset and method first), re-evaluations after
+    the training runs of their seed; data_seeds: the datasets' collection seeds (None: the default dataset)."""
     runs = []
     for seed in seeds:
         for env_id in env_ids:
-            for reevaluations in (False, True):
-                for name in method_names:
-                    entry = methods[name]
-                    if bool(entry.get("reevaluates")) != reevaluations:
-                        continue
-                    script = methods[entry["reevaluates"]]["script"] if reevaluations else entry["script"]
-                    runs.append(Run(env_id, name, seed, script, tuple(entry.get("flags", ())),
-                                    entry.get("variant_of"), entry.get("reevaluates")))  # fmt: skip
+            for data_seed in data_seeds:
+                for reevaluations in (False, True):
+                    for name in method_names:
+                        entry = methods[name]
+                        if bool(entry.get("reevaluates")) != reevaluations:
+                            continue
+                        script = methods[entry["reevaluates"]]["script"] if reevaluations else entry["script"]
+                        runs.append(Run(env_id, name, seed, script, tuple(entry.get("flags", ())),
+                                        entry.get("variant_of"), entry.get("reevaluates"), data_seed))  # fmt: skip
     return runs
 
 
@@ -304,6 +317,7 @@ def result_record(run: Run, run_dir: Path, command: list[str], study_flags=()) -
         "flags": list(run.flags),
         "study_flags": list(study_flags),
         "seed": run.seed,
+        "data_seed": run.data_seed,
         "command": list(command),
         "args": args,
         "preset": args.get("preset"),
@@ -394,15 +408,27 @@ def last_error_line(log: Path) -> str:
     return lines[-1] if lines else "(empty log)"
 
 
-def ensure_dataset(study: Study, env_id: str, children: Children) -> str | None:
-    """Build <data-dir>/<env>/ with collect_sac.py when its manifest is missing. One collector per env at a time,
-    across processes too: a lock file, and the manifest checked again once the lock is ours. None when the
-    dataset is there, else why not."""
-    manifest = study.data_dir / env_id / "manifest.json"
-    if manifest.is_file():
+def dataset_seed_mismatch(manifest: Path, data_seed: int | None) -> str | None:
+    """Why the dataset at manifest is not collection seed data_seed's (None: it is, or no seed was asked for)."""
+    if data_seed is None or not manifest.is_file():
         return None
-    study.data_dir.mkdir(parents=True, exist_ok=True)
-    with open(study.data_dir / f".{env_id}.lock", "w") as lock:
+    seed = read_json(manifest).get("seed")
+    if seed != data_seed:
+        return (f"{manifest.parent} was collected with --seed {seed}, not {data_seed}; move it away or pass another "
+                f"--data-dir")  # fmt: skip
+    return None
+
+
+def ensure_dataset(study: Study, env_id: str, children: Children, data_seed: int | None = None) -> str | None:
+    """Build the env's dataset of collection seed data_seed (None: the default, seed 0) with collect_sac.py when its
+    manifest is missing. One collector per dataset at a time, across processes too: a lock file, and the manifest
+    checked again once the lock is ours. None when the dataset is there, else why not."""
+    data_dir = study.data_dir_of(data_seed)
+    manifest = data_dir / env_id / "manifest.json"
+    if manifest.is_file():
+        return dataset_seed_mismatch(manifest, data_seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / f".{env_id}.lock", "w") as lock:
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file is closed
@@ -412,11 +438,12 @@ def ensure_dataset(study: Study, env_id: str, children: Children) -> str | None:
                     return "interrupted while waiting for the dataset"
                 time.sleep(0.5)
         if manifest.is_file():
-            return None
-        log = study.runs_dir / env_id / "collect.log"
+            return dataset_seed_mismatch(manifest, data_seed)
+        log = study.runs_dir / env_id / ("collect.log" if data_seed is None else f"collect__d{data_seed}.log")
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, str(ROOT / "collect_sac.py"), "--env-id", env_id, "--data-dir", str(study.data_dir),
-                   *study.collect_flags]  # fmt: skip
+        seed = [] if data_seed is None else ["--seed", str(data_seed)]
+        command = [sys.executable, str(ROOT / "collect_sac.py"), "--env-id", env_id, "--data-dir", str(data_dir),
+                   *seed, *study.collect_flags]  # fmt: skip
         tqdm.write(f"{env_id}: no dataset at {manifest.parent}; building it (log: {log})")
         with open(log, "a") as f:
             write_header(f, command)
@@ -534,28 +561,29 @@ class Progress:
 
 
 class Datasets:
-    """ensure_dataset once per env for this process (the threads of one env wait for one collector)."""
+    """ensure_dataset once per dataset for this process (the threads of one dataset wait for one collector)."""
 
     def __init__(self, study: Study, children: Children):
         self.study, self.children = study, children
         self.locks, self.outcomes, self.lock = {}, {}, threading.Lock()
 
-    def ensure(self, env_id: str) -> str | None:
+    def ensure(self, env_id: str, data_seed: int | None = None) -> str | None:
+        key = env_id, data_seed
         with self.lock:
-            env_lock = self.locks.setdefault(env_id, threading.Lock())
+            env_lock = self.locks.setdefault(key, threading.Lock())
         with env_lock:
-            if env_id not in self.outcomes:
-                reason = ensure_dataset(self.study, env_id, self.children)
+            if key not in self.outcomes:
+                reason = ensure_dataset(self.study, env_id, self.children, data_seed)
                 if self.children.stopping:
                     return reason
-                self.outcomes[env_id] = reason
-            return self.outcomes[env_id]
+                self.outcomes[key] = reason
+            return self.outcomes[key]
 
 
 def local_job(study: Study, run: Run, children: Children, datasets: Datasets) -> Outcome:
     needs_data = not run.reevaluates and not study.output(run).is_file()
     try:
-        reason = datasets.ensure(run.env_id) if needs_data else None
+        reason = datasets.ensure(run.env_id, run.data_seed) if needs_data else None
         if reason is not None:
             status = "interrupted" if children.stopping else "failed"
             return Outcome(run, status, study.command(run), study.log(run), f"{run.env_id}: {reason}")
@@ -677,10 +705,11 @@ def run_submitit(study: Study, runs: list[Run], args) -> tuple[list[Outcome], in
 
     stopped_by = None
     try:
-        for env_id in dict.fromkeys(r.env_id for r in todo if not r.reevaluates and not study.output(r).is_file()):
-            reason = ensure_dataset(study, env_id, children)
+        needed = (r for r in todo if not r.reevaluates and not study.output(r).is_file())
+        for env_id, data_seed in dict.fromkeys((r.env_id, r.data_seed) for r in needed):
+            reason = ensure_dataset(study, env_id, children, data_seed)
             if reason is not None:
-                for run in [r for r in todo if r.env_id == env_id and not r.reevaluates]:
+                for run in [r for r in todo if (r.env_id, r.data_seed) == (env_id, data_seed) and not r.reevaluates]:
                     todo.remove(run)
                     finish(Outcome(run, "failed", study.command(run), study.log(run), f"{env_id}: {reason}"), False)
         executor = make_executor(args, study)
@@ -805,6 +834,10 @@ def main(argv=None) -> int:
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     runs.add_argument("--runs-dir", default="runs/study", help="<runs-dir>/<env>/<method>__s<seed>/ and .log")
+    runs.add_argument("--data-seeds", nargs="+", type=int, default=None,
+                      help="train on the datasets of these collection seeds (collect_sac.py --seed K), each at "
+                           "<data-dir>/data-seed-K/<env>/ (K = 0: <data-dir>/<env>/); runs are named "
+                           "<method>__d<K>__s<seed>")  # fmt: skip
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[selection, runs], help="run what is not done (resumable)")
@@ -838,7 +871,10 @@ def main(argv=None) -> int:
 
         print(plot_results.results_tables(results_dir, args.envs, method_names))
         return 0
-    selected = plan(args.envs, method_names, args.seeds, methods)
+    if args.data_seeds is not None and min(args.data_seeds) < 0:
+        parser.error("--data-seeds must be collection seeds, 0 or more")
+    data_seeds = tuple(dict.fromkeys(args.data_seeds)) if args.data_seeds is not None else (None,)
+    selected = plan(args.envs, method_names, args.seeds, methods, data_seeds)
     if args.command == "status":
         print_status(Study(Path(args.runs_dir).resolve(), results_dir, Path()), selected)
         return 0

@@ -379,3 +379,32 @@ def test_table_prints_the_results_tables(tmp_path):
         study.write_json_atomic(tmp_path / "results" / "point-robot" / f"{run.name}.json", record)
     out = run_study(tmp_path, None, "--methods", "select", "csro", command="table").stdout
     assert "select" in out and "csro" in out and "|" in out
+
+
+def test_data_seeds_build_a_dataset_each_and_their_runs_record_it(tmp_path):
+    """--data-seeds 0 1: collect_sac.py --seed 0 at <data-dir>/<env>/ and --seed 1 at <data-dir>/data-seed-1/<env>/
+    (tiny sizes), one run per dataset named <method>__d<K>__s<seed>, each result file carrying its data seed and
+    its own dataset's content hash; a dataset of the wrong seed in a seed's directory fails its runs."""
+    data_dir = tmp_path / "data"
+    args = ["--methods", "select", "--seeds", "1", "--data-seeds", "0", "1", "--jobs", "2", COLLECT_FLAGS]
+    out = run_study(tmp_path, data_dir, *args).stdout
+    assert "2 of 2 runs done, 0 failed" in out, out
+    manifests = {k: data_dir / d / "point-robot" / "manifest.json" for k, d in ((0, "."), (1, "data-seed-1"))}
+    assert {k: json.loads(m.read_text())["seed"] for k, m in manifests.items()} == {0: 0, 1: 1}
+    records = {k: result(tmp_path, f"select__d{k}__s1") for k in (0, 1)}
+    assert {k: (r["data_seed"], r["dataset"]["seed"]) for k, r in records.items()} == {0: (0, 0), 1: (1, 1)}
+    for k, record in records.items():
+        assert record["args"]["data_dir"] == str(manifests[k].parent.parent.resolve())
+    assert records[0]["dataset"]["content_hash"] != records[1]["dataset"]["content_hash"]
+    logs = tmp_path / "runs" / "point-robot"
+    assert {p.name for p in logs.glob("collect*.log")} == {"collect__d0.log", "collect__d1.log"}
+    assert "--seed 1" in headers(logs / "collect__d1.log")[0]
+    status = run_study(tmp_path, None, "--methods", "select", "--seeds", "1", "--data-seeds", "0", "1",
+                       command="status").stdout  # fmt: skip
+    assert "total 2 runs: 2 done" in status
+
+    (data_dir / "data-seed-2").mkdir()  # seed 0's dataset where seed 2's belongs: refused, nothing trains
+    (data_dir / "point-robot").rename(data_dir / "data-seed-2" / "point-robot")
+    proc = run_study(tmp_path, data_dir, "--methods", "select", "--seeds", "1", "--data-seeds", "2", check=False)
+    assert proc.returncode == 1 and "was collected with --seed 0, not 2" in proc.stdout, proc.stdout
+    assert not (logs / "select__d2__s1").exists()
