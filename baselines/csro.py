@@ -148,10 +148,11 @@ class Args:
 # Sizes by --preset, used where an option above is left at None: one row per option, one column per task family (the
 # order of omrl_envs.ENV_IDS), as ENV_DEFAULTS. "reference": the papers' sizes, CSRO's configs (algorithms.md §1-2, §4;
 # CSRO's iterations x 1,000 steps). "cpu" (the default): sized for a 2-core CPU. Its Point-Robot column is the preset
-# behind the README's Point-Robot numbers (minutes here; CSRO's sizes take hours). Its MuJoCo columns: RL nets 128x3,
-# batch 64 per task, CSRO's context capped at 100; 7,000 steps, where SELECT's offline return stops rising on
-# cheetah-vel (README), 10,000 on ant-goal (the reference gives it twice the others' steps), 4,000 on humanoid-dir:
-# the slowest method's run (CSRO) must fit 20 minutes on one thread beside a second job.
+# behind the published Point-Robot numbers (minutes here; CSRO's sizes take hours). Its MuJoCo columns: RL nets 128x3,
+# batch 64 per task, CSRO's context capped at 100; 7,000 steps (10,000 on ant-goal, 4,000 on humanoid-dir): the quick
+# budget, where the slowest method's run (CSRO) fits 20 minutes on one thread beside a second job. It was chosen where
+# SELECT's offline return slows down on cheetah-vel, so it is not neutral: some baselines still climb there. The
+# comparison is the long budget (benchmarks/study.py --budget long: each method until its curve flattens).
 # fmt: off
 PRESETS = {
     "cpu": {  #            point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
@@ -175,7 +176,7 @@ PRESETS = {
 
 # Per-env defaults (the sizes are in PRESETS), used where an option above is left at None: one row per option, one
 # column per task family (the order of omrl_envs.ENV_IDS). The task-inference rows are CSRO's configs (algorithms.md
-# §1; ant-dir has none: ant-goal's CLUB weight), except sigma_test: ours, see README.
+# §1; ant-dir has none: ant-goal's CLUB weight), except sigma_test: ours, see docs/select.md.
 # fmt: off
 ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     humanoid    hopper      walker
     "gamma":              (0.90,       0.99,       0.99,       0.99,       0.99,       0.99,       0.99),
@@ -188,7 +189,7 @@ ENV_DEFAULTS = {  #        point-robot cheetah-vel ant-goal    ant-dir     human
     "reward_scale":       (100,        5,          5,          5,          5,          5,          5),
     "alpha":              (0,          50,         500,        500,        500,        50,         50),
     "alpha_max":          (0,          2e3,        2e3,        2e3,        2e3,        1e4,        1e4),
-    # states normalised on the MuJoCo families, as for every method (issue 14's measurement on cheetah-vel, README)
+    # states normalised on the MuJoCo families, as for every method (measured on cheetah-vel: docs/fidelity.md)
     "normalize_states":   (False,      True,       True,       True,       True,       True,       True),
 }
 # fmt: on
@@ -267,7 +268,8 @@ class OfflineData:
 
 def ensure_dataset(env_id: str, data_dir: str) -> Path:
     """The dataset directory; a missing dataset is built first by collect_sac.py at its default (cpu) preset, in
-    view: about a minute for Point-Robot, 20-32 minutes for each MuJoCo family measured on a 2-core CPU (README)."""
+    view: about a minute for Point-Robot, 20-32 minutes for each MuJoCo family measured on a 2-core CPU
+    (docs/families-and-datasets.md)."""
     dataset_dir = Path(data_dir) / env_id
     if (dataset_dir / omrl_envs.MANIFEST).is_file():
         return dataset_dir
@@ -560,19 +562,19 @@ def brac_actor_loss(critic, dual_critic, batch, z, policy_sample, alpha: torch.T
     return actor_loss, divergence.detach().mean()
 
 
-def infer_z(context_encoder: ContextEncoder, context: torch.Tensor, counts: torch.Tensor, context_dim: int):
-    """z = mean embedding of each padded context (n, max_len, row width) over its first counts[i] rows; the prior
+def mean_z(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """z = the mean embedding of a context's rows, from their sum and count (the meta-test's running sums); the prior
     z = 0 for an empty context."""
-    embeddings = context_encoder(context[..., :context_dim])
-    mask = (torch.arange(context.shape[1], device=context.device) < counts[:, None]).float()
-    return (embeddings * mask[..., None]).sum(1) / counts.clamp(min=1)[:, None].float()
+    return sums / counts.clamp(min=1)[:, None].float()
 
 
 # ---- SHARED BLOCK: meta-test (identical in select.py and baselines/*.py; tests check) ----
-# Algorithm-agnostic: `policy(obs, z)` gives deterministic actions, `infer_z(context, counts)` task embeddings from
-# padded contexts (the prior for an empty one), `stochastic_policy(obs, z)` (optional) sampled actions, and
-# `generator` (optional) the torch generator those two sample from, reseeded for each protocol. Every test task x run
-# env steps in lockstep, one batched policy forward per step. Protocols (benchmark.md §3):
+# Algorithm-agnostic: `policy(obs, z)` gives deterministic actions, `z_inference` the task variable of each env's
+# context (prior(n): the empty contexts; add(state, {env: new rows}): the contexts with those rows appended; z(state):
+# z, the prior for an empty context; a Summed or a Reencoded below, or the method's own), `stochastic_policy(obs, z)`
+# (optional) sampled actions, and `generator` (optional) the torch generator those three sample from, reseeded for
+# each protocol. Every test task x run env steps in lockstep, one batched policy forward per step. Protocols
+# (benchmark.md §3):
 #   offline          before each scored episode, one horizon of the test task's offline transitions joins the context;
 #   online-prior     scored episodes fill the context; z at the prior (a fresh prior sample for each episode) for the
 #                    first PRIOR_EPISODES episodes;
@@ -584,16 +586,75 @@ def infer_z(context_encoder: ContextEncoder, context: torch.Tensor, counts: torc
 #   online-proximal  as online-random, every exploration action pi(s, z) + clip(N(0, sigma_test), eps_min, eps_max)
 #                    clipped to [-1, 1] (eq. 4).
 # z is re-inferred after each exploration round, before the scored episode (algorithms.md §3: reinfer="round");
-# CSRO's code re-infers after each scored episode, once k = PRIOR_EPISODES horizons are scored (reinfer="csro"; README:
-# differences from the reference, with its measured effect).
+# CSRO's code re-infers after each scored episode, once k = PRIOR_EPISODES horizons are scored (reinfer="csro";
+# docs/baselines.md: differences from the reference, with its measured effect).
+# A recurrent belief (z_inference.per_step, e.g. BOReL's GRU: trained on beliefs that change with every transition)
+# is given what its own evaluation gives it: z follows every environment step (exploration and scored episodes alike,
+# a scored episode's steps leaving the context afterwards where the protocol says so), no prior episodes, and its own
+# offline context (z_inference.offline_rows: whole consecutive episodes of the task's data, not i.i.d. rows).
 DETERMINISTIC, RANDOM, PROXIMAL, STOCHASTIC = range(4)
 REINFER = ("round", "csro")
 
 
-def rollout(envs, active, z, mode_at, policy, stochastic_policy, rng, data, noise, reset_seeds, device, steps=None):
+class Summed:
+    """A z that is a function of the sums of per-transition statistics over the context and of its row count:
+    statistics(padded rows (m, L, width)) -> (m, L, dim), z = finish(sums (n, dim), counts (n,)); e.g. the mean
+    encoders (the embeddings) and PEARL's product of Gaussians (precision-weighted means, precisions). Each row is
+    encoded once, when it joins the context, and added to its env's running sum: the same z as encoding the whole
+    context again at every inference, up to the order of the float additions."""
+
+    def __init__(self, statistics, finish, dim: int, width: int, device):
+        self.statistics, self.finish, self.dim, self.width, self.device = statistics, finish, dim, width, device
+
+    def prior(self, n: int):
+        return torch.zeros(n, self.dim, device=self.device), torch.zeros(n, dtype=torch.int64, device=self.device)
+
+    def add(self, state, new: dict):
+        sums, counts = state
+        envs = [int(i) for i, rows in new.items() if len(rows)]
+        if not envs:
+            return state
+        rows, lengths = padded([[new[i]] for i in envs], self.width, self.device)
+        index = torch.as_tensor(envs, device=self.device)
+        with torch.inference_mode():
+            mask = (torch.arange(rows.shape[1], device=self.device) < lengths[:, None]).float()
+            sums, counts = sums.clone(), counts.clone()
+            sums[index] += (self.statistics(rows) * mask[..., None]).sum(1)
+            counts[index] += lengths
+        return sums, counts
+
+    def z(self, state):
+        with torch.inference_mode():
+            return self.finish(*state)
+
+
+class Reencoded:
+    """A z with no exact running form (e.g. CORRO's attention over the context): infer_z(padded context
+    (n, max_len, width), counts (n,)) encodes each env's whole context again at every inference, a cost that grows
+    with the square of the number of rounds."""
+
+    def __init__(self, infer_z, width: int, device):
+        self.infer_z, self.width, self.device = infer_z, width, device
+
+    def prior(self, n: int):
+        return [[] for _ in range(n)]
+
+    def add(self, state, new: dict):
+        new = {int(i): rows for i, rows in new.items()}
+        return [[*rows, new[i]] if i in new else rows for i, rows in enumerate(state)]
+
+    def z(self, state):
+        with torch.inference_mode():
+            return self.infer_z(*padded(state, self.width, self.device))
+
+
+def rollout(
+    envs, active, z, mode_at, policy, stochastic_policy, rng, data, noise, reset_seeds, device, steps=None, belief=None
+):  # fmt: skip
     """Every active env in lockstep: one episode (steps=None) or exactly `steps` transitions, a new episode starting
-    whenever one ends (an exploration round). mode_at(t) is each env's action mode at step t. Returns the first
-    episode's returns and lengths, and the context rows of each env."""
+    whenever one ends (an exploration round). mode_at(t) is each env's action mode at step t. belief: (z_inference,
+    context) of a per-step belief, whose z then follows every transition from that context on. Returns the first
+    episode's returns and lengths, the context rows of each env, and the belief's context after them (or None)."""
     n, act_dim = len(envs), data.act_dim
     obs = np.zeros((n, data.obs_dim))
     for i in np.flatnonzero(active):
@@ -636,9 +697,13 @@ def rollout(envs, active, z, mode_at, policy, stochastic_policy, rng, data, nois
                     obs[i] = envs[i].reset()[0]  # the round goes on with a new episode
             elif steps is not None and len(rows[i]) >= steps:
                 running[i] = False  # the round is full: its last episode is cut here
+        if belief is not None:  # the belief after this step's transitions, for the next step
+            stepped = torch.as_tensor(np.array([rows[i][-1] for i in idx], dtype=np.float32), device=device)
+            belief = belief[0], belief[0].add(belief[1], {i: stepped[j : j + 1] for j, i in enumerate(idx)})
+            z = belief[0].z(belief[1])
         t += 1
     rows = [torch.as_tensor(np.array(r, dtype=np.float32), device=device) for r in rows]
-    return returns, lengths, rows
+    return returns, lengths, rows, None if belief is None else belief[1]
 
 
 def exploration_modes(protocol: str, spent: np.ndarray, t: int, budget: int) -> np.ndarray:
@@ -660,73 +725,81 @@ def padded(contexts: list, width: int, device) -> tuple[torch.Tensor, torch.Tens
     return context, torch.tensor(counts, device=device)
 
 
+def iid_rows(data, task: int, horizon: int, rng, device) -> torch.Tensor:
+    """The offline protocol's context rows of one round: one horizon of the task's transitions, drawn i.i.d."""
+    draws = rng.integers(0, int(data.counts[task]), size=horizon)
+    return data.rows[int(data.offsets[task]) + torch.as_tensor(draws, device=device)]
+
+
 def run_protocol(
-    protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device, reinfer
+    protocol, envs, tasks, policy, z_inference, stochastic_policy, data, env_id, eval_seed, noise, device, reinfer
 ):  # fmt: skip
     """Per env: the scored episodes' returns, the transitions of each exploration round; and the final z."""
     n, horizon = len(envs), omrl_envs.get_family(env_id).horizon
     budget, prior_episodes = SCORED_BUDGET.get(env_id, 600), PRIOR_EPISODES.get(env_id, 2)
     rng = np.random.default_rng([eval_seed, PROTOCOLS.index(protocol)])
     reset_seeds = rng.integers(0, 2**31 - 1, size=n)  # first reset of each env; later resets continue its RNG
-    width = data.rows.shape[1]
-    contexts = [[] for _ in range(n)]
-
-    def infer(contexts):
-        with torch.inference_mode():
-            return infer_z_fn(*padded(contexts, width, device))
-
-    z = infer(contexts)  # the prior
+    per_step = getattr(z_inference, "per_step", False)  # a recurrent belief: z follows every transition
+    offline_rows = getattr(z_inference, "offline_rows", iid_rows)
+    context = z_inference.prior(n)
+    z = z_inference.z(context)  # the prior
     spent = np.zeros(n, dtype=np.int64)
     scored, explored = [[] for _ in range(n)], [[] for _ in range(n)]
     while (active := spent < budget).any():
         if protocol in ("online-random", "online-proximal"):
             mode_at = lambda t, spent=spent: exploration_modes(protocol, spent, t, budget)
-            _, _, rows = rollout(
-                envs, active, z, mode_at, policy, stochastic_policy, rng, data, noise, reset_seeds, device, horizon
-            )
+            _, _, rows, explored_context = rollout(
+                envs, active, z, mode_at, policy, stochastic_policy, rng, data, noise, reset_seeds, device, horizon,
+                (z_inference, context) if per_step else None,
+            )  # fmt: skip
             reset_seeds = None
+            context = (
+                explored_context if per_step else z_inference.add(context, {i: rows[i] for i in np.flatnonzero(active)})
+            )
             for i in np.flatnonzero(active):
-                contexts[i].append(rows[i])
                 explored[i].append(len(rows[i]))
         if protocol == "offline":
-            for i in np.flatnonzero(active):
-                draws = rng.integers(0, int(data.counts[tasks[i]]), size=horizon)
-                contexts[i].append(data.rows[int(data.offsets[tasks[i]]) + torch.as_tensor(draws, device=device)])
+            new = {i: offline_rows(data, tasks[i], horizon, rng, device) for i in np.flatnonzero(active)}
+            context = z_inference.add(context, new)
         exploring = protocol in ("online-random", "online-proximal")
-        if protocol == "offline" or (exploring and reinfer == "round"):
-            z = infer(contexts)
+        if protocol == "offline" or (exploring and reinfer == "round") or per_step:
+            z = z_inference.z(context)
         deterministic = lambda t: np.full(n, DETERMINISTIC)
-        returns, lengths, rows = rollout(
-            envs, active, z, deterministic, policy, None, rng, data, noise, reset_seeds, device
-        )
+        returns, lengths, rows, scored_context = rollout(
+            envs, active, z, deterministic, policy, None, rng, data, noise, reset_seeds, device, None,
+            (z_inference, context) if per_step else None,
+        )  # fmt: skip
         reset_seeds = None
         spent += np.where(active, lengths, 0)
         for i in np.flatnonzero(active):
             scored[i].append(float(returns[i]))
-            if protocol == "online-prior":
-                contexts[i].append(rows[i])
-        if protocol == "online-prior":
+        if protocol == "online-prior" and per_step:  # the scored episodes are the context, z their belief
+            context = scored_context
+            z = z_inference.z(context)
+        elif protocol == "online-prior":
+            context = z_inference.add(context, {i: rows[i] for i in np.flatnonzero(active)})
             use_context = torch.as_tensor([len(s) >= prior_episodes for s in scored], device=device)[:, None]
-            z = infer(contexts)
+            z = z_inference.z(context)
             if not use_context.all():  # a fresh prior sample for each prior episode (PEARL)
-                z = torch.where(use_context, z, infer([[] for _ in range(n)]))
-        if exploring and reinfer == "csro":  # from the whole exploration context, once k horizons are scored
+                z = torch.where(use_context, z, z_inference.z(z_inference.prior(n)))
+        if exploring and reinfer == "csro" and not per_step:  # from the whole context, once k horizons are scored
             ready = torch.as_tensor(spent >= prior_episodes * horizon, device=device)[:, None]
-            z = torch.where(ready, infer(contexts), z)
+            z = torch.where(ready, z_inference.z(context), z)
     return scored, explored, z
 
 
 def evaluate(
-    policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy=None,
-    generator=None, reinfer="round",
+    policy, z_inference, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy=None,
+    generator=None, reinfer="round", keep_z=False,
 ):  # fmt: skip
-    """Run the meta-test protocols on the test tasks: {protocol: return, per task, per round, context shift}."""
+    """Run the meta-test protocols on the test tasks: {protocol: return, per task, per round, context shift; with
+    keep_z, each run's final z and each test task's offline z}."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batch-20 forwards: threads only add synchronisation; also fixes the summation order
     try:
         return _evaluate(
-            policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy,
-            generator, reinfer,
+            policy, z_inference, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy,
+            generator, reinfer, keep_z,
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -740,8 +813,8 @@ def reseed(generator, *key) -> None:
 
 
 def _evaluate(
-    policy, infer_z_fn, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy, generator,
-    reinfer,
+    policy, z_inference, data, env_id, protocols, eval_runs, eval_seed, noise, device, stochastic_policy, generator,
+    reinfer, keep_z,
 ):  # fmt: skip
     test_tasks = omrl_envs.TEST_TASKS
     tasks = [t for t in test_tasks for _ in range(eval_runs)]
@@ -754,15 +827,14 @@ def _evaluate(
         draws = reference_rng.integers(0, int(data.counts[t]), size=CONTEXT_SHIFT_REFERENCE_SIZE)
         reference.append(data.rows[int(data.offsets[t]) + torch.as_tensor(draws, device=device)])
     reseed(generator, eval_seed, len(PROTOCOLS))
+    z_offline = z_inference.z(z_inference.add(z_inference.prior(len(test_tasks)), dict(enumerate(reference))))
     with torch.inference_mode():
-        counts = torch.full((len(test_tasks),), CONTEXT_SHIFT_REFERENCE_SIZE, device=device)
-        z_offline = infer_z_fn(torch.stack(reference), counts)
         task_spread = torch.cdist(z_offline, z_offline).sum() / (len(test_tasks) * (len(test_tasks) - 1))
     results = {}
     for protocol in protocols:
         reseed(generator, eval_seed, PROTOCOLS.index(protocol))
         scored, explored, z = run_protocol(
-            protocol, envs, tasks, policy, infer_z_fn, stochastic_policy, data, env_id, eval_seed, noise, device,
+            protocol, envs, tasks, policy, z_inference, stochastic_policy, data, env_id, eval_seed, noise, device,
             reinfer,
         )  # fmt: skip
         final = np.array([s[-1] for s in scored])
@@ -779,6 +851,9 @@ def _evaluate(
             "context_shift": float(shift.mean()),
             "context_shift_per_task": {str(t): float(shift[np.array(tasks) == t].mean()) for t in test_tasks},
         }
+        if keep_z:  # for analyses of task inference (e.g. which task's offline z a run's final z is nearest)
+            results[protocol]["z_final"] = {"tasks": tasks, "z": z.cpu().tolist()}
+            results[protocol]["z_offline"] = {"tasks": list(test_tasks), "z": z_offline.cpu().tolist()}
     for env in envs:
         env.close()
     return results
@@ -938,14 +1013,16 @@ if __name__ == "__main__":
     def stochastic_policy(obs, z):  # online-random explores with it once half of the scored budget is spent
         return actor.sample(obs, z, eval_generator)[0]
 
-    def infer_z_fn(context, counts):
-        return infer_z(context_encoder, context, counts, data.context_dim)
+    def embed(rows):  # the encoder reads a row's first context_dim columns
+        return context_encoder(rows[..., : data.context_dim])
+
+    z_inference = Summed(embed, mean_z, latent, data.rows.shape[1], device)
 
     def run_evaluation():
         return evaluate(
-            policy, infer_z_fn, data, args.env_id, args.protocols, args.eval_runs, args.eval_seed, noise, device,
+            policy, z_inference, data, args.env_id, args.protocols, args.eval_runs, args.eval_seed, noise, device,
             stochastic_policy, eval_generator,  # reseeded per protocol: the same samples at every evaluation
-            reinfer=args.reinfer,
+            reinfer=args.reinfer, keep_z=args.eval_checkpoint is not None,  # re-evaluations keep each run's z
         )  # fmt: skip
 
     if checkpoint is not None:

@@ -16,8 +16,10 @@ from test_select import (
     assert_reevaluation_reproduces,
     assert_tiny_evaluation_record,
     random_batch,
+    random_chunks,
     scalars,
     sel,
+    whole_contexts,
     write_scripted_point_robot_dataset,
 )
 
@@ -83,7 +85,7 @@ def test_per_env_table_fills_every_table_option_for_every_family(script):
 
 @pytest.mark.parametrize("script", [*SCRIPTS, "corro", "borel"])
 def test_one_state_normalisation_policy_for_every_method(script):
-    """Issue 14: every script normalises states on the MuJoCo families and not on Point-Robot, the same per-env
+    """Every script normalises states on the MuJoCo families and not on Point-Robot, the same per-env
     default as select.py, so that a MuJoCo gap between methods is not an input-scaling gap."""
     module = MODULES.get(script) or load_script(f"baselines/{script}.py", f"baseline_{script}")
     for env_id in omrl_envs.ENV_IDS:
@@ -250,16 +252,42 @@ def test_pearl_product_of_gaussians_and_kl_hand_computed():
     torch.testing.assert_close(kl, torch.tensor((0.75 + 2.25 - 1 - math.log(0.75)) / 2))
     two_dims = m.gaussian_kl_to_prior(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))
     torch.testing.assert_close(two_dims, torch.tensor(0.5 + (2 - 1 - math.log(2)) / 2))
-    # evaluation: z samples the posterior over the first counts[i] rows, the prior N(0, I) for an empty context
+    # evaluation: z samples the posterior over the context's rows, the prior N(0, I) for an empty context
     torch.manual_seed(0)
     encoder = m.ContextEncoder(3, (8,), 4)
-    context = torch.randn(2, 5, 6)
-    z = m.infer_z(encoder, context, torch.tensor([3, 0]), 3, torch.Generator().manual_seed(5))
+    rows = torch.randn(3, 6)
+    z_inference = m.Summed(lambda r: m.posterior_statistics(encoder, r, 3),
+                           lambda sums, counts: m.sample_posterior(sums, counts, torch.Generator().manual_seed(5)),
+                           8, 6, "cpu")  # fmt: skip
+    z = z_inference.z(z_inference.add(z_inference.prior(2), {0: rows}))
     eps = torch.randn(2, 4, generator=torch.Generator().manual_seed(5))
-    factor_mean, factor_var = encoder(context[0, :3, :3])
+    with torch.no_grad():
+        factor_mean, factor_var = encoder(rows[:, :3])
     precision = (1 / factor_var).sum(0)
     torch.testing.assert_close(z[0], (factor_mean / factor_var).sum(0) / precision + precision.rsqrt() * eps[0])
     torch.testing.assert_close(z[1], eps[1])
+
+
+def test_pearl_running_posterior_equals_the_product_over_the_whole_context():
+    """The meta-test's running sums of (mean_j / var_j, 1 / var_j) against product_of_gaussians over each whole
+    context encoded at once (what every inference computed before the running form), on random contexts added in
+    rounds, with the same posterior draws: equal to 1e-6."""
+    m = MODULES["offpearl"]
+    torch.manual_seed(0)
+    encoder = m.ContextEncoder(5, (32, 32), 4)
+    chunks = random_chunks(6, 7, rounds=12, seed=2)
+    z_inference = m.Summed(lambda r: m.posterior_statistics(encoder, r, 5),
+                           lambda sums, counts: m.sample_posterior(sums, counts, torch.Generator().manual_seed(3)),
+                           8, 7, "cpu")  # fmt: skip
+    state = z_inference.prior(6)
+    for k in range(len(chunks)):
+        state = z_inference.add(state, chunks[k])
+        context, counts = whole_contexts(chunks[: k + 1], 6, 7)
+        with torch.no_grad():
+            mask = (torch.arange(context.shape[1]) < counts[:, None]).float()[..., None]
+            mean, var = m.product_of_gaussians(*encoder(context[..., :5]), mask)
+        whole = mean + var.sqrt() * torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(z_inference.z(state), whole, rtol=0, atol=1e-6)
 
 
 def test_pearl_encoder_samples_the_posterior():

@@ -17,7 +17,9 @@ from test_select import (
     assert_one_line_error,
     assert_reevaluation_reproduces,
     assert_tiny_evaluation_record,
+    random_chunks,
     scalars,
+    whole_contexts,
     write_scripted_point_robot_dataset,
 )
 
@@ -247,21 +249,70 @@ def test_vae_losses_decode_every_row_from_every_belief():
 
 
 def test_belief_at_meta_test_comes_from_the_current_context_alone():
+    """The running belief (the GRU's state carried from round to round, each row encoded once) against the encoder
+    run over each whole context from the prior (what every inference computed before the running form), on random
+    contexts added in rounds: equal to 1e-6; an empty context's belief is the prior, other envs' rows never reach an
+    env's belief, and the order of the rows matters."""
     torch.manual_seed(0)
     encoder = borel.ContextEncoder(7, (8, 12), 3)
-    context = torch.randn(3, 6, 8)  # padded contexts of rows (s, a, r, s', d), Point-Robot's widths
-    counts = torch.tensor([6, 2, 0])
-    z = borel.infer_z(encoder, context, counts, 7)
-    assert z.shape == (3, 6)  # (mean, log-variance)
-    for i, n in enumerate(counts.tolist()[:2]):  # each context alone, unpadded: the same belief
-        torch.testing.assert_close(z[i], borel.infer_z(encoder, context[i : i + 1, :n], torch.tensor([n]), 7)[0])
-    torch.testing.assert_close(z[2], encoder.head(torch.zeros(12)))  # an empty context: the prior (VariBAD's)
-    other = context.clone()
-    other[0] = torch.randn(6, 8)  # another task's transitions in another row
-    other[1, 2:] = torch.randn(4, 8)  # and in this row's padding
-    torch.testing.assert_close(borel.infer_z(encoder, other, counts, 7)[1:], z[1:])
-    # the order matters (a recurrent belief): the same rows reversed give another belief
-    assert not torch.allclose(borel.infer_z(encoder, context[:1].flip(1), counts[:1], 7), z[:1])
+    running = borel.RunningBelief(encoder, 7, 8, "cpu")  # rows (s, a, r, s', d), Point-Robot's widths
+    chunks = random_chunks(5, 8, rounds=8, seed=4)
+    state = running.prior(5)
+    for k in range(len(chunks)):
+        state = running.add(state, chunks[k])
+        context, counts = whole_contexts(chunks[: k + 1], 5, 8)
+        with torch.no_grad():
+            whole = encoder(context[..., :7])[torch.arange(5), counts]  # the belief after each context's last row
+        z = running.z(state)
+        assert z.shape == (5, 6)  # (mean, log-variance)
+        torch.testing.assert_close(z, whole, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(z[0], encoder.head(torch.zeros(12)))  # env 0 never got a row: the prior (VariBAD's)
+    other = dict(chunks[0])
+    other[2] = torch.randn(len(other[2]), 8)  # another env's rows change: this env's belief does not
+    assert torch.equal(
+        running.z(running.add(running.prior(5), other))[1], running.z(running.add(running.prior(5), chunks[0]))[1]
+    )
+    flipped = running.z(running.add(running.prior(5), {1: chunks[0][1].flip(0)}))
+    assert not torch.allclose(flipped[1], running.z(running.add(running.prior(5), {1: chunks[0][1]}))[1])
+
+
+def test_meta_test_gives_the_belief_every_transition_and_whole_offline_episodes(tiny_data):
+    """BOReL's meta-test (RunningBelief.per_step): under every protocol the policy sees z change from one step to the
+    next inside an episode (scored and exploration), with no prior episodes; the offline protocol's context is a
+    horizon of consecutive rows of the test task's data from an episode start, not i.i.d. rows."""
+    data = borel.load_offline_data("point-robot", str(tiny_data), False, torch.device("cpu"))
+    torch.manual_seed(0)
+    encoder = borel.ContextEncoder(7, (8, 12), 3)
+    running = borel.RunningBelief(encoder, 7, data.rows.shape[1], "cpu")
+    added = []
+    original_add = running.add
+    running.add = lambda state, new: (
+        added.append({int(i): r.clone() for i, r in new.items()}) or original_add(state, new)
+    )
+    seen = []
+
+    def policy(obs, z):  # walks right whatever z is; records the z of env 0 at every step
+        seen.append(z[0].clone())
+        return torch.tensor([[1.0, 0.0]]).expand(len(obs), 2)
+
+    for protocol in borel.PROTOCOLS:
+        seen.clear(), added.clear()
+        results = borel.evaluate(policy, running, data, "point-robot", (protocol,), 1, 0, (0.3, -0.5, 0.5), "cpu")
+        assert len(results[protocol]["per_round"]) == 20
+        steps = torch.stack(seen).reshape(-1, 20, 6)  # (episodes of env 0, step, belief)
+        changed = (steps[:, 1:] != steps[:, :-1]).any(-1)  # z differs from the step before
+        assert changed.all(), f"{protocol}: z held fixed within an episode"
+        if protocol == "online-prior":  # no prior episodes: the first episode's second step already has a new z
+            assert not torch.equal(steps[0, 1], steps[0, 0])
+        if protocol == "offline":
+            rounds = [a[0] for a in added if 0 in a and len(a[0]) == 20]  # env 0 (test task 2): one horizon a round
+            assert len(rounds) == 20
+            task = data.rows[int(data.offsets[2]) : int(data.offsets[2] + data.counts[2])]
+            starts = borel.episode_starts(task, data.obs_dim, data.act_dim)
+            for rows in rounds:
+                first = int(torch.nonzero((task == rows[0]).all(1))[0])
+                assert starts[first] and torch.equal(rows, task[first : first + 20])  # consecutive, from a start
 
 
 def test_segments_are_whole_episodes_of_one_task(tiny_data, hopper_data):

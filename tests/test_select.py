@@ -276,7 +276,7 @@ def test_meta_batch_rows_come_from_their_own_task():
 
 
 # ------------------------------------------------------------------------------------------------
-# Data loading: the same numbers as the loader before issue 15, in about the dataset's own memory
+# Data loading: the same numbers as the earlier whole-dataset loader (bench_load.py), in about the data's own memory
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", ["point-robot", "hopper-rand-params"])
 def test_loader_rows_are_bit_identical_to_the_old_formula(tiny_data, tmp_path, env_id):
@@ -338,13 +338,43 @@ def test_bench_flop_count_leaves_the_evaluation_out(tmp_path):
     assert two > 0 and four == 2 * two
 
 
-def test_infer_z_is_the_masked_mean_and_the_prior_when_empty():
+def random_chunks(n: int, width: int, rounds: int, seed: int) -> list[dict]:
+    """Rounds of new context rows {env: (length, width)} as the meta-test adds them: lengths 1-40, some envs
+    skipping a round (a run that has ended), env 0 never getting any."""
+    g = torch.Generator().manual_seed(seed)
+    chunks = []
+    for r in range(rounds):
+        lengths = torch.randint(1, 41, (n,), generator=g).tolist()
+        chunks.append({i: torch.randn(lengths[i], width, generator=g) for i in range(1, n) if (i + r) % 3})
+    return chunks
+
+
+def whole_contexts(chunks: list[dict], n: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunks concatenated per env, in order: padded (n, max_len, width), counts (n,)."""
+    return sel.padded([[c[i] for c in chunks if i in c] for i in range(n)], width, "cpu")
+
+
+@pytest.mark.parametrize("name", ["select", "csro", "focal"])
+def test_running_mean_z_equals_the_mean_over_the_whole_context(name):
+    """The meta-test's running sums (Summed, mean_z) against the mean embedding of each whole context encoded at once
+    (what every inference computed before the running form), on random contexts added in rounds: equal to 1e-6; the
+    prior z = 0 for an empty context."""
+    m = sel if name == "select" else load_script(f"baselines/{name}.py", f"baseline_{name}")
     torch.manual_seed(0)
-    encoder = sel.ContextEncoder(3, (8,), 4)
-    context = torch.randn(2, 5, 6)
-    z = sel.infer_z(encoder, context, torch.tensor([3, 0]), 3)
-    torch.testing.assert_close(z[0], encoder(context[0, :3, :3]).mean(0))
-    torch.testing.assert_close(z[1], torch.zeros(4))
+    encoder = m.ContextEncoder(5, (32, 32), 8)  # reads the first 5 of 7 columns
+    z_inference = sel.Summed(lambda rows: encoder(rows[..., :5]), m.mean_z, 8, 7, "cpu")
+    chunks = random_chunks(6, 7, rounds=12, seed=1)
+    state = z_inference.prior(6)
+    torch.testing.assert_close(z_inference.z(state), torch.zeros(6, 8), rtol=0, atol=0)
+    for k in range(len(chunks)):
+        state = z_inference.add(state, chunks[k])
+        context, counts = whole_contexts(chunks[: k + 1], 6, 7)
+        with torch.no_grad():
+            mask = (torch.arange(context.shape[1]) < counts[:, None]).float()[..., None]
+            whole = (encoder(context[..., :5]) * mask).sum(1) / counts.clamp(min=1)[:, None]
+        assert state[1].tolist() == counts.tolist()
+        torch.testing.assert_close(z_inference.z(state), whole, rtol=0, atol=1e-6)
+    assert z_inference.z(state)[0].abs().max() == 0  # env 0 never got a row: still the prior
 
 
 # ------------------------------------------------------------------------------------------------
@@ -359,13 +389,15 @@ def test_protocol_budgets_and_contexts(tiny_data):
         seen.append(counts.clone())
         return torch.zeros(len(counts), 2)
 
+    z_inference = sel.Reencoded(infer_z_fn, data.rows.shape[1], "cpu")
+
     def toward_goal_of_z(obs, z):  # a deterministic policy that walks right
         return torch.tensor([[1.0, 0.0]]).expand(len(obs), 2)
 
     noise = (0.3, -0.5, 0.5)
     for protocol in sel.PROTOCOLS:
         seen.clear()
-        results = sel.evaluate(toward_goal_of_z, infer_z_fn, data, "point-robot", (protocol,), 1, 0, noise, "cpu")
+        results = sel.evaluate(toward_goal_of_z, z_inference, data, "point-robot", (protocol,), 1, 0, noise, "cpu")
         result = results[protocol]
         assert len(result["per_round"]) == 20 and len(result["per_task"]) == 10
         # walking right along y = 0 is task-blind: every scored episode returns the same on a task
@@ -393,6 +425,8 @@ def test_reinfer_timing_round_and_csro(tiny_data, monkeypatch, k):
     def infer_z_fn(context, counts):  # z = the number of context transitions behind it
         return counts.float()[:, None].expand(len(counts), 2)
 
+    z_inference = sel.Reencoded(infer_z_fn, data.rows.shape[1], "cpu")
+
     def policy(obs, z):
         seen.append(float(z[0, 0]))
         return torch.zeros(len(obs), 2)
@@ -400,7 +434,7 @@ def test_reinfer_timing_round_and_csro(tiny_data, monkeypatch, k):
     scored_z = {}
     for reinfer in sel.REINFER:
         seen.clear()
-        sel.evaluate(policy, infer_z_fn, data, "point-robot", ("online-proximal",), 1, 0, (0.3, -0.5, 0.5), "cpu",
+        sel.evaluate(policy, z_inference, data, "point-robot", ("online-proximal",), 1, 0, (0.3, -0.5, 0.5), "cpu",
                      reinfer=reinfer)  # fmt: skip
         rounds = np.array(seen).reshape(20, 2, 20)  # (round, exploration / scored episode, step)
         assert (rounds == rounds[..., :1]).all()  # z is fixed within an episode
@@ -833,11 +867,11 @@ def test_shared_blocks_are_identical_across_scripts():
 
 
 def test_diff_line_counts_hand_computed(tmp_path):
-    """tools/diff_lines.py (the README's diff table): one line changed, one removed, two added."""
+    """tools/diff_lines.py (the diff table of docs/baselines.md): one line changed, one removed, two added."""
     diff_tool = load_script("tools/diff_lines.py", "diff_lines")
     (tmp_path / "a.txt").write_text("1\n2\n3\n4\n5\n")
     (tmp_path / "b.txt").write_text("1\nX\n3\n5\n6\n7\n")  # diff: 2c2, 4d3, 5a5,6
     assert diff_tool.changed_lines(str(tmp_path / "a.txt"), str(tmp_path / "b.txt")) == (2, 3, 4)
-    readme = (ROOT / "README.md").read_text()
-    for row in diff_tool.table().splitlines():  # the README's table is the files' current diff
-        assert row in readme, f"README diff table is stale (python tools/diff_lines.py): {row}"
+    page = (ROOT / "docs" / "baselines.md").read_text()
+    for row in diff_tool.table().splitlines():  # the page's table is the files' current diff
+        assert row in page, f"docs/baselines.md's diff table is stale (python tools/diff_lines.py): {row}"
