@@ -6,16 +6,18 @@ study runner) and, with `--runs-dir`, the TensorBoard run directories of work in
     (RL steps: CORRO's and BOReL's pre-training steps come before 0), mean and sample std over seeds of every
     training method, the env's reference returns as horizontal lines;
   - `<out-dir>/summary.png`: one panel per env, each method's best online protocol;
-  - `<out-dir>/results.md` (also printed): (1) final return per method and protocol, (2) SELECT against each
+  - `<out-dir>/tables.md` (also printed): (1) final return per method and protocol, (2) SELECT against each
     baseline: difference of means with rliable's stratified-bootstrap interval and probability of improvement,
     (3) ablations beside their base method at the same gradient step, (4) re-evaluations beside the runs they
     re-evaluate. An ablation or a re-evaluation is never merged into its base method.
-`--readme README.md` replaces each block between the lines `<!-- results:<env_id> -->` and `<!-- /results:<env_id> -->`
-with that env's tables; `--check-readme README.md` exits 1 when such a block is out of date.
+`--readme README.md docs` replaces each block between the lines `<!-- results:<env_id> -->` and
+`<!-- /results:<env_id> -->` in those Markdown files (a folder: every .md file in it) with that env's tables, and the
+block `<!-- results:summary -->` with the family x method summary table; `--check-readme README.md docs` exits 1 when
+such a block is out of date.
 
-    python plot_results.py                                   # results/ -> docs/*.png, docs/results.md
+    python plot_results.py                                   # results/ -> docs/*.png, docs/tables.md
     python plot_results.py --runs-dir runs --out-dir plots   # the runs in progress too
-    python plot_results.py --readme README.md                # and the README's marked blocks
+    python plot_results.py --readme README.md docs           # and the marked blocks of the README and docs pages
 """
 
 import json
@@ -40,7 +42,8 @@ PAPER_FIGURES = {  # what the papers report on their own data (benchmark.md §4)
 }
 BOOTSTRAP_SEED = 0  # the tables are reproducible: every comparison resamples from this seed
 BOOTSTRAP_REPS = 10_000
-RESULT_NAME = re.compile(r"(?P<method>.+)__s(?P<seed>\d+)")  # <method>__s<seed>, result files and study run dirs
+# <method>__s<seed> (or <method>__d<data seed>__s<seed>, study.py --data-seeds): result files and study run dirs
+RESULT_NAME = re.compile(r"(?P<method>.+?)(?:__d(?P<data_seed>\d+))?__s(?P<seed>\d+)")
 MARKER = re.compile(r"^<!-- results:(?P<name>[\w./-]+) -->$", re.MULTILINE)  # <block prefix><env id>
 
 
@@ -51,7 +54,7 @@ class Args:
     runs_dir: str | None = None
     """also read the TensorBoard run directories under this folder (work in progress; result files win on a tie)"""
     out_dir: str = "docs"
-    """where <env-id>.png, summary.png and results.md are written"""
+    """where <env-id>.png, summary.png and tables.md are written"""
     env_ids: tuple[str, ...] = ()
     """only these environments (default: every environment found)"""
     methods: tuple[str, ...] = ()
@@ -60,10 +63,12 @@ class Args:
     """meta-test protocols to plot and tabulate"""
     bootstrap_reps: int = BOOTSTRAP_REPS
     """bootstrap resamples behind each interval of the SELECT-against-baseline table"""
-    readme: str | None = None
-    """also replace the marked results block of each env in this file (e.g. README.md)"""
-    check_readme: str | None = None
-    """write nothing; exit 1 if a marked results block in this file differs from what would be generated"""
+    readme: tuple[str, ...] = ()
+    """also replace the marked results blocks in these Markdown files, a folder meaning every .md file under it (e.g.
+    README.md docs)"""
+    check_readme: tuple[str, ...] = ()
+    """write nothing; exit 1 if a marked results block in these files (as --readme) differs from what would be
+    generated"""
     block_prefix: str = ""
     """the README blocks of these results are named <block-prefix><env-id> (e.g. fidelity/ for --results-dir
     results/fidelity); the blocks of other prefixes are left alone"""
@@ -94,6 +99,8 @@ class Run:
     wall_seconds: float | None = None  # the whole run, every attempt (result files)
     dataset: dict = field(default_factory=dict)  # the dataset's fingerprint (omrl_envs.DatasetHasher), if recorded
     pretraining: int = 0  # steps before the RL phase (CORRO, BOReL): curves and traces are keyed by RL step
+    data_seed: int | None = None  # the collection seed of its dataset (study.py --data-seeds), else None
+    cpu: str | None = None  # the machine's CPU model (result files)
 
 
 def pretraining_steps(args: dict) -> int:
@@ -138,6 +145,8 @@ def load_result_file(path: Path) -> Run:
             wall_seconds=None if record.get("wall_seconds") is None else float(record["wall_seconds"]),
             dataset=record["dataset"] if isinstance(record.get("dataset"), dict) else {},
             pretraining=pretraining,
+            data_seed=None if record.get("data_seed") is None else int(record["data_seed"]),
+            cpu=record["machine"].get("cpu") if isinstance(record.get("machine"), dict) else None,
         )
         for protocol, returns in curve["return"].items():
             shifts = curve.get("context_shift", {}).get(protocol) or [None] * len(steps)
@@ -151,9 +160,14 @@ def load_result_file(path: Path) -> Run:
         raise InputError(f"{path} is not a valid result file ({type(error).__name__}: {error})") from None
     if run.reevaluates is not None and not RESULT_NAME.fullmatch(str(run.reevaluates)):
         raise InputError(f"{path}: reevaluates {run.reevaluates!r} is not <method>__s<seed>")
-    if path.name != f"{run.method}__s{run.seed}.json" or path.parent.name != run.env_id:
-        raise InputError(f"{path} holds {run.env_id}/{run.method}__s{run.seed}.json: file name and content disagree")
+    if path.name != f"{run_name(run)}.json" or path.parent.name != run.env_id:
+        raise InputError(f"{path} holds {run.env_id}/{run_name(run)}.json: file name and content disagree")
     return run
+
+
+def run_name(run: Run) -> str:
+    """<method>__s<seed>, with __d<data seed> before the seed for a run of study.py --data-seeds."""
+    return f"{run.method}{'' if run.data_seed is None else f'__d{run.data_seed}'}__s{run.seed}"
 
 
 def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
@@ -194,6 +208,7 @@ def load_run_dir(run_dir: Path) -> Run | None:
             return None
         name, pretraining = RESULT_NAME.fullmatch(run_dir.name), pretraining_steps(args)
         method = name["method"] if name and int(name["seed"]) == args["seed"] else args["exp_name"]
+        data_seed = int(name["data_seed"]) if name and name["data_seed"] and method == name["method"] else None
         return Run(
             env_id=args["env_id"],
             method=method,
@@ -207,6 +222,7 @@ def load_run_dir(run_dir: Path) -> Run | None:
             source=str(run_dir),
             dataset=final["dataset"] if isinstance(final.get("dataset"), dict) else {},
             pretraining=pretraining,
+            data_seed=data_seed,
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"{run_dir} is not a readable run directory ({type(error).__name__}: {error})") from None
@@ -220,7 +236,7 @@ def load_runs(results_dir, runs_dir=None) -> list[Run]:
     if results_dir.is_dir():
         for path in sorted(results_dir.glob("*/*.json")):
             run = load_result_file(path)
-            runs[run.env_id, run.method, run.seed] = run
+            runs[run.env_id, run.method, run.data_seed, run.seed] = run
     if runs_dir is not None:
         if not Path(runs_dir).is_dir():
             raise InputError(f"runs directory {runs_dir} does not exist")
@@ -229,7 +245,7 @@ def load_runs(results_dir, runs_dir=None) -> list[Run]:
             run = load_run_dir(args_file.parent)
             if run is None:
                 continue
-            key = (run.env_id, run.method, run.seed)
+            key = (run.env_id, run.method, run.data_seed, run.seed)
             if key in runs and Path(runs[key].source).is_file():
                 print(f"note: {run.source} skipped: {runs[key].source} holds that run", file=sys.stderr)
                 continue
@@ -260,7 +276,9 @@ def group_runs(runs: list[Run], env_ids=None) -> dict:
         )
     result = {}
     for env_id in sorted(grouped):
-        result[env_id] = {m: sorted(grouped[env_id][m], key=lambda r: r.seed) for m in ordered(grouped[env_id])}
+        result[env_id] = {
+            m: sorted(grouped[env_id][m], key=lambda r: (r.data_seed or 0, r.seed)) for m in ordered(grouped[env_id])
+        }
         for method, seeds in result[env_id].items():
             kinds = {(r.variant_of, r.reevaluates.rsplit("__s", 1)[0] if r.reevaluates else None) for r in seeds}
             if len(kinds) > 1:
@@ -468,6 +486,70 @@ def methods_table(env_id: str, methods: dict, base: list[str], protocols) -> lis
     return [caption, "", *table(["method", "seeds", "steps", *protocols], rows), ""]
 
 
+PLATEAU_RISE = 0.05  # a rise above the best so far of more than this share of the dataset's range is still learning
+LATE_EVALUATIONS = 3  # the late mean: each seed's mean over its last this many evaluations
+
+
+def plateau_step(steps, curve, data_range: float) -> int | None:
+    """The first evaluation step after which the curve never again rises by more than PLATEAU_RISE x data_range above
+    its best so far; None ("still rising") when the last evaluation is such a rise."""
+    best, last_rise = curve[0], 0
+    for k in range(1, len(curve)):
+        if curve[k] > best + PLATEAU_RISE * abs(data_range):
+            last_rise = k
+        best = max(best, curve[k])
+    return None if last_rise == len(curve) - 1 and len(curve) > 1 else int(steps[last_rise])
+
+
+def late_values(runs: list[Run], protocol: str) -> list[float]:
+    """Each seed's mean return over its last LATE_EVALUATIONS evaluations (its curve, or its final evaluation)."""
+    values = []
+    for run in runs:
+        curve = run.curve.get(protocol) or {}
+        returns = [curve[s][0] for s in sorted(curve)][-LATE_EVALUATIONS:]
+        if not returns and protocol in run.final:
+            returns = [run.final[protocol]["return"]]
+        if returns:
+            values.append(float(np.mean(returns)))
+    return values
+
+
+def dataset_range(methods: dict) -> float | None:
+    """The dataset's last minus first kept checkpoint's mean test-task return, as the runs recorded it (the first
+    dataset found), else None."""
+    for run in (r for runs in methods.values() for r in runs):
+        returns = (run.dataset.get("checkpoint_returns") or {}).get("test_tasks")
+        if returns:
+            return float(returns[-1] - returns[0])
+    return None
+
+
+def plateau_table(methods: dict, base: list[str], protocols) -> list[str]:
+    """Per method: where its seed-mean `offline` curve stops improving, and each protocol's late mean."""
+    data_range = dataset_range(methods)
+    rows = []
+    for m in base:
+        runs = methods[m]
+        curve = mean_curve(runs, "offline")
+        if curve is None or data_range is None:
+            plateau = "–"
+        else:
+            step = plateau_step(curve[0], curve[1].mean(0), data_range)
+            plateau = "still rising" if step is None else f"{step:,}"
+        rows.append(
+            [m, str(len(runs)), steps_label(runs), plateau] + [mean_std(late_values(runs, p)) for p in protocols]
+        )
+    where = "–" if data_range is None else fmt(data_range)
+    caption = (
+        "Where each method stops improving, and a steadier figure than one final evaluation. Plateau: the first"
+        " evaluation step (RL steps) after which the seed-mean `offline` curve never again rises by more than"
+        f" {PLATEAU_RISE:.0%} of the dataset's first-to-last checkpoint range ({where}) above its best so far; still"
+        " rising: its last evaluation is such a rise. Late mean: each seed's mean return over its last"
+        f" {LATE_EVALUATIONS} evaluations, then mean ± sample std over seeds."
+    )
+    return [caption, "", *table(["method", "seeds", "steps", "plateau", *protocols], rows), ""]
+
+
 def comparison_table(methods: dict, baselines: list[str], protocols, reps: int) -> list[str]:
     """SELECT against each baseline, per protocol."""
     rliable, _ = load_rliable()
@@ -597,7 +679,8 @@ def cost_table(methods: dict, trained: list[str]) -> list[str]:
 
 def dataset_notes(methods: dict, shown: list[str]) -> list[str]:
     """A note when the runs of one seed did not all train on the same dataset (content hash): their comparison is
-    then not on equal data. A rebuild gives the same hash on the same kind of CPU, not across CPUs (README)."""
+    then not on equal data. A rebuild gives the same hash on the same kind of CPU, not across CPUs
+    (docs/families-and-datasets.md)."""
     by_seed = defaultdict(lambda: defaultdict(list))  # seed -> content hash -> methods
     for m in shown:
         for run in methods[m]:
@@ -612,11 +695,176 @@ def dataset_notes(methods: dict, shown: list[str]) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------------------------------------
+# Several datasets (study.py --data-seeds): how much of the spread the dataset sample decides
+# ------------------------------------------------------------------------------------------------
+def by_dataset(runs: list[Run]) -> dict[int, list[Run]]:
+    """{data seed: runs}, data seeds in order."""
+    grouped = defaultdict(list)
+    for run in runs:
+        grouped[run.data_seed].append(run)
+    return {d: grouped[d] for d in sorted(grouped)}
+
+
+def cpu_kind(cpu: str | None) -> str:
+    return "Intel Xeon" if "Intel" in (cpu or "") else "AMD EPYC" if "AMD" in (cpu or "") else (cpu or "CPU unknown")
+
+
+def dataset_label(data_seed: int, runs: list[Run]) -> str:
+    """Collection seed, content hash (the first 12 hex digits, or several when the runs disagree) and machine kind."""
+    hashes = sorted({str(r.dataset.get("content_hash"))[:12] for r in runs})
+    kinds = sorted({cpu_kind(r.cpu) for r in runs})
+    return f"{data_seed} (`{'`, `'.join(hashes)}`, {', '.join(kinds)})"
+
+
+def variance_components(groups: list[list[float]]) -> dict:
+    """One-way random-effects split of returns grouped by dataset (each group: one dataset's seeds): the SD of the
+    dataset means, the pooled within-dataset (seed) SD, and the dataset's share of the variance of one run,
+    share = s_D^2 / (s_D^2 + s_W^2) with s_D^2 = max(0, var(dataset means) - s_W^2 / n), n the harmonic mean seeds per
+    dataset (the ANOVA estimator, floored at 0)."""
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    means = np.array([g.mean() for g in groups])
+    dof = sum(len(g) - 1 for g in groups)
+    within_var = sum(((g - g.mean()) ** 2).sum() for g in groups) / dof if dof else float("nan")
+    between_var = float(np.var(means, ddof=1)) if len(groups) > 1 else float("nan")
+    n = len(groups) / sum(1.0 / len(g) for g in groups)
+    dataset_var = max(0.0, between_var - within_var / n)
+    total = dataset_var + within_var
+    return {
+        "between_sd": between_var**0.5,
+        "within_sd": within_var**0.5,
+        "share": dataset_var / total if total > 0 else float("nan"),
+    }
+
+
+def pooled_difference(mine: dict, theirs: dict, reps: int) -> tuple[float, float, float]:
+    """select − baseline pooled over datasets ({data seed: final returns of its seeds} each): the mean over datasets
+    of the difference of seed means, and its 95% two-stage bootstrap interval (datasets resampled with replacement,
+    then within each drawn dataset each method's seeds, independently), seed BOOTSTRAP_SEED."""
+    datasets = [d for d in mine if d in theirs]
+    point = float(np.mean([np.mean(mine[d]) - np.mean(theirs[d]) for d in datasets]))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    drawn = rng.integers(0, len(datasets), (reps, len(datasets)))  # the datasets of each resample
+    total = np.zeros(reps)
+    for slot in range(len(datasets)):
+        for k, d in enumerate(datasets):
+            a, b = np.asarray(mine[d], dtype=float), np.asarray(theirs[d], dtype=float)
+            a_means = a[rng.integers(0, len(a), (reps, len(a)))].mean(1)
+            b_means = b[rng.integers(0, len(b), (reps, len(b)))].mean(1)
+            total += np.where(drawn[:, slot] == k, a_means - b_means, 0.0)
+    low, high = np.percentile(total / len(datasets), [2.5, 97.5])
+    return point, float(low), float(high)
+
+
+def failing_tasks(runs: list[Run], protocol: str, threshold: float) -> str:
+    """The test tasks whose final return is below threshold in at least one seed: "task (seeds failing/seeds)"."""
+    counts = defaultdict(int)
+    for run in runs:
+        for task, value in (run.final.get(protocol, {}).get("per_task") or {}).items():
+            counts[int(task)] += value < threshold
+    failing = [f"{t} ({c}/{len(runs)})" for t, c in sorted(counts.items()) if c]
+    return ", ".join(failing) if failing else "none"
+
+
+def dataset_study_tables(env_id: str, methods: dict, protocols, reps: int) -> list[str]:
+    """The tables of an env whose runs trained on datasets of several collection seeds: final returns per dataset,
+    the between- and within-dataset spread, SELECT − each baseline per dataset and pooled, the failing tasks."""
+    datasets = {m: by_dataset(runs) for m, runs in methods.items()}
+    rows = []
+    for d in sorted({d for per in datasets.values() for d in per}):
+        for m, per in datasets.items():
+            if d in per:
+                rows.append([dataset_label(d, per[d]), m, str(len(per[d]))] + [
+                    cell(finals(per[d], p), len(per[d])) for p in protocols
+                ])  # fmt: skip
+    lines = [
+        "Final evaluation on each dataset (collection seed, content hash, the CPU kind that built it and trained on"
+        " it): return, mean ± sample std over training seeds [mean context-shift ratio].",
+        "",
+        *table(["dataset", "method", "seeds", *protocols], rows),
+        "",
+        "The spread of the final return over datasets and over training seeds: all runs' mean ± sample std; the sample"
+        " std of the dataset means (between datasets); the pooled sample std of the seeds within a dataset; and the"
+        " datasets' share of the variance of one run (one-way random effects: the variance of the dataset means less"
+        " the part the seeds explain, floored at 0, over that plus the within-dataset variance).",
+        "",
+    ]
+    rows = []
+    for m, per in datasets.items():
+        for p in protocols:
+            groups = [[r.final[p]["return"] for r in runs if p in r.final] for runs in per.values()]
+            values = [v for g in groups for v in g]
+            if not values:
+                continue
+            split = variance_components(groups)
+            sds = [fmt(split[k]) if np.isfinite(split[k]) else "–" for k in ("between_sd", "within_sd")]
+            share = f"{100 * split['share']:.0f}%" if np.isfinite(split["share"]) else "–"
+            rows.append([m, p, str(len(groups)), str(len(values)), mean_std(values), *sds, share])
+    lines += [*table(["method", "protocol", "datasets", "runs", "return", "between datasets", "within a dataset",
+                      "datasets' share"], rows), ""]  # fmt: skip
+    rliable, _ = load_rliable()
+    if "select" in methods:
+        lines += [
+            "SELECT against each baseline on each dataset: select − baseline, the difference of mean final return"
+            " [95% stratified-bootstrap interval over the seeds within each test task: rliable,"
+            f" {reps:,} resamples, seed {BOOTSTRAP_SEED}]; pooled: the mean over datasets of the per-dataset"
+            " differences [95% two-stage bootstrap interval: datasets resampled, then each method's seeds within"
+            f" them; {reps:,} resamples, seed {BOOTSTRAP_SEED}].",
+            "",
+        ]
+        rows = []
+        for m in (m for m in methods if m != "select"):
+            for d in [*datasets[m], "pooled"]:
+                row = [f"select − {m}", str(d)]
+                for p in protocols:
+                    if d == "pooled":
+                        mine = {k: [v[0] for v in finals(r, p)] for k, r in datasets["select"].items()}
+                        theirs = {k: [v[0] for v in finals(r, p)] for k, r in datasets[m].items()}
+                        mine, theirs = {k: v for k, v in mine.items() if v}, {k: v for k, v in theirs.items() if v}
+                        if len(set(mine) & set(theirs)) < 2:
+                            row.append("–")
+                            continue
+                        diff, low, high = pooled_difference(mine, theirs, reps)
+                        row.append(f"{fmt(diff, True)} [{fmt(low, True)}, {fmt(high, True)}]")
+                        continue
+                    x = score_matrix(datasets["select"].get(d, []), p)
+                    y = score_matrix(datasets[m][d], p)
+                    if x is None or y is None or rliable is None:
+                        row.append("–")
+                    else:
+                        diff, low, high, _ = improvement(x, y, rliable, reps)
+                        interval = (
+                            "no interval: 1 seed" if min(len(x), len(y)) < 2 else f"{fmt(low, True)}, {fmt(high, True)}"
+                        )
+                        row.append(f"{fmt(diff, True)} [{interval}]")
+                rows.append(row)
+        lines += [*table(["comparison", "dataset", *protocols], rows), ""]
+    threshold = ANCHORS.get(env_id, {}).get("task-blind")
+    if threshold is not None:
+        lines += [
+            f"Failing test tasks: those whose final return (mean over its evaluation runs) is below the task-blind"
+            f" return {fmt(threshold)} in at least one seed, as task (seeds failing / seeds), per dataset.",
+            "",
+        ]
+        every = sorted({d for per in datasets.values() for d in per})
+        rows = [
+            [m, p, *(failing_tasks(datasets[m][d], p, threshold) if d in datasets[m] else "–" for d in every)]
+            for m in methods
+            for p in protocols
+        ]
+        lines += [*table(["method", "protocol", *(f"dataset {d}" for d in every)], rows), ""]
+    return lines
+
+
 def env_tables(env_id: str, methods: dict, protocols, shown=None, reps: int = BOOTSTRAP_REPS) -> str:
     """The Markdown tables of one env, without a heading. `methods` is {method: runs} (every method of the env: the
-    base methods of ablations and re-evaluations are looked up there); `shown` restricts the rows."""
+    base methods of ablations and re-evaluations are looked up there); `shown` restricts the rows. Runs on datasets of
+    several collection seeds (study.py --data-seeds) get the tables of dataset_study_tables instead."""
     shown = [m for m in methods if not shown or m in shown]
     protocols = [p for p in protocols if any(p in r.final for m in shown for r in methods[m])]
+    if any(r.data_seed is not None for m in shown for r in methods[m]):
+        lines = dataset_study_tables(env_id, {m: methods[m] for m in shown}, protocols, reps)
+        return "\n".join(lines).rstrip("\n") + "\n"
     base = [m for m in shown if is_base(methods[m])]
     baselines = [m for m in base if m != "select"]
     ablations = [m for m in shown if is_training(methods[m]) and not is_base(methods[m])]
@@ -624,6 +872,7 @@ def env_tables(env_id: str, methods: dict, protocols, shown=None, reps: int = BO
     lines, notes = [], [note for m in shown if is_training(methods[m]) for note in stop_notes(m, methods[m])]
     if base:
         lines += methods_table(env_id, methods, base, protocols)
+        lines += plateau_table(methods, base, protocols)
     if "select" in base and baselines:
         lines += comparison_table(methods, baselines, protocols, reps)
     if ablations:
@@ -645,6 +894,50 @@ def results_tables(
     """Every env's tables, each under a `### <env_id>` heading (what the study runner's `table` prints)."""
     grouped = group_runs(load_runs(results_dir, runs_dir), env_ids)
     return "\n".join(f"### {e}\n\n" + env_tables(e, ms, protocols, methods, reps) for e, ms in grouped.items())
+
+
+SUMMARY_PROTOCOLS = ("online-proximal", "offline")  # the summary's cells: the SELECT paper's headline, then offline
+
+
+def summary_table(grouped: dict) -> str:
+    """One line per env, one column per base method: its final return under SUMMARY_PROTOCOLS, mean over seeds; the
+    best online-proximal of the line in bold (the README's results summary)."""
+    methods = ordered({m for ms in grouped.values() for m, runs in ms.items() if is_base(runs)})
+    rows = []
+    for env_id, ms in grouped.items():
+        base = {m: runs for m, runs in ms.items() if is_base(runs)}
+        means = {m: {p: np.mean([v[0] for v in finals(runs, p)]) if finals(runs, p) else None
+                     for p in SUMMARY_PROTOCOLS} for m, runs in base.items()}  # fmt: skip
+        headline = [v[SUMMARY_PROTOCOLS[0]] for v in means.values() if v[SUMMARY_PROTOCOLS[0]] is not None]
+        seeds = sorted({len(runs) for runs in base.values()})
+        steps = sorted({final_rl_step(runs) for runs in base.values()})
+        cells = []
+        for m in methods:
+            if m not in means:
+                cells.append("–")
+                continue
+            first, second = (means[m][p] for p in SUMMARY_PROTOCOLS)
+            text = "–" if first is None else f"{first:.1f}"
+            text = f"**{text}**" if first is not None and first == max(headline) else text
+            cells.append(text + ("" if second is None else f" ({second:.1f})"))
+        spans = [f"{x[0]:,}" if x[0] == x[-1] else f"{x[0]:,}-{x[-1]:,}" for x in (seeds, steps)]
+        rows.append([env_id, *spans, *cells])
+    caption = (
+        f"Final return on the test tasks, mean over seeds: `{SUMMARY_PROTOCOLS[0]}` (`{SUMMARY_PROTOCOLS[1]}` in"
+        " brackets); the best `online-proximal` of each family in bold. RL steps: the training budget (CORRO and BOReL"
+        " pre-train on top). Per-family pages have the spread over seeds, the intervals and the other protocols."
+    )
+    return "\n".join([caption, "", *table(["family", "seeds", "RL steps", *methods], rows)]) + "\n"
+
+
+def markdown_files(paths) -> list[Path]:
+    """The files of --readme / --check-readme: each file, and every .md file under each folder, in order."""
+    files = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise InputError(f"{path} does not exist")
+        files += sorted(path.rglob("*.md")) if path.is_dir() else [path]
+    return list(dict.fromkeys(files))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -777,21 +1070,20 @@ def main(args: Args) -> None:
         raise InputError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
     protocols = [p for p in PROTOCOLS if p in args.protocols]
     grouped = group_runs(load_runs(args.results_dir, args.runs_dir), args.env_ids)
-    for readme in (args.readme, args.check_readme):
-        if readme and not Path(readme).is_file():
-            raise InputError(f"{readme} does not exist")
+    readmes, checked = markdown_files(args.readme), markdown_files(args.check_readme)
     _, rliable_error = load_rliable()
-    if args.check_readme:
-        text = Path(args.check_readme).read_text()
+    summary = {} if args.block_prefix else {"summary": summary_table(grouped)}
+    if checked:
         blocks = {e: env_tables(e, m, protocols, args.methods, args.bootstrap_reps) for e, m in grouped.items()}
-        _, changed = replace_readme_blocks(text, blocks, args.check_readme, args.block_prefix)
-        if changed:
-            raise InputError(
-                f"{args.check_readme}: the results block of {', '.join(changed)} differs from the results; regenerate"
-                f" it with python plot_results.py --readme {args.check_readme}"
-                + (" (rliable is not importable here: no bootstrap intervals)" if rliable_error else "")
-            )
-        print(f"{args.check_readme}: results blocks up to date")
+        for path in checked:
+            _, changed = replace_readme_blocks(path.read_text(), {**blocks, **summary}, str(path), args.block_prefix)
+            if changed:
+                raise InputError(
+                    f"{path}: the results block of {', '.join(changed)} differs from the results; regenerate it with"
+                    f" python plot_results.py --readme {' '.join(args.check_readme)}"
+                    + (" (rliable is not importable here: no bootstrap intervals)" if rliable_error else "")
+                )
+        print(f"{' '.join(args.check_readme)}: results blocks up to date")
         return
     import matplotlib
 
@@ -808,17 +1100,16 @@ def main(args: Args) -> None:
         blocks[env_id] = env_tables(env_id, methods, protocols, args.methods, args.bootstrap_reps)
     plot_summary(plotted, colors, out_dir / "summary.png")
     report = "\n".join(f"### {e}\n\n{b}" for e, b in blocks.items())
-    (out_dir / "results.md").write_text(report)
+    (out_dir / "tables.md").write_text(report)
     print(report)
-    print(f"wrote {out_dir}/results.md, summary.png and {len(grouped)} env plot(s)")
+    print(f"wrote {out_dir}/tables.md, summary.png and {len(grouped)} env plot(s)")
     if rliable_error:
         print(f"note: rliable is not importable ({rliable_error}): the tables have no bootstrap intervals")
-    if args.readme:
-        text = Path(args.readme).read_text()
-        new_text, changed = replace_readme_blocks(text, blocks, args.readme, args.block_prefix)
+    for path in readmes:
+        new_text, changed = replace_readme_blocks(path.read_text(), {**blocks, **summary}, str(path), args.block_prefix)
         if changed:
-            Path(args.readme).write_text(new_text)
-        print(f"{args.readme}: " + (f"updated {', '.join(changed)}" if changed else "results blocks up to date"))
+            path.write_text(new_text)
+            print(f"{path}: updated {', '.join(changed)}")
 
 
 if __name__ == "__main__":

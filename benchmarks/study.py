@@ -12,8 +12,10 @@ its result written, an interrupted run (checkpoint.pt, no final_eval.json) goes 
 starts over. A missing dataset is built first (collect_sac.py; one collector per env at a time, across processes).
 
     python benchmarks/study.py run --envs point-robot --methods select csro --seeds 1 2     # 2 runs at a time
-    python benchmarks/study.py run --methods main ablations sigma                           # the README's study
+    python benchmarks/study.py run --methods main ablations sigma                           # the Point-Robot study
     python benchmarks/study.py run --methods select --flags="--num-train-steps 400"         # flags for every run
+    python benchmarks/study.py run --envs cheetah-vel --methods main --budget long --seeds 1   # BUDGETS["long"]
+    python benchmarks/study.py run --methods select csro --seeds 1 2 3 --data-seeds 0 1 2   # several datasets
     python benchmarks/study.py run --backend slurm --slurm-partition cpu --jobs 20          # one Slurm job array
     python benchmarks/study.py status --methods main ablations sigma                        # what is done
     python benchmarks/study.py collect --methods main        # result files of runs finished outside the runner
@@ -52,7 +54,7 @@ ABLATIONS = {
 }
 ABLATION_STEPS = ["--num-train-steps", "10000"]
 SIGMA_EVAL = ["--protocols", "online-proximal", "--proximal-noise-std"]
-# Issue 14's measurements on a MuJoCo family (README, "Comparison fidelity"), every setting explicit so that none
+# The comparison-fidelity measurements on a MuJoCo family (docs/fidelity.md), every setting explicit so that none
 # depends on a default: each method with raw and with normalised states, and each BRAC baseline with BRAC's true
 # gradient penalty instead of the reference code's value penalty, on raw states as the reference. The training
 # length is the one the first seed ran (FIDELITY_STEPS), whatever the cpu preset says today.
@@ -90,13 +92,28 @@ REINFER_EVAL = ["--reinfer", "csro", "--protocols", "online-random", "online-pro
 METHODS |= {f"{m}-reinfer-csro": {"reevaluates": m, "flags": REINFER_EVAL} for m in FIDELITY}
 GROUPS = {
     "main": ["select", "csro", "focal", "offpearl"],
-    "corro-borel": ["corro", "borel"],  # issue 13's two: Point-Robot with 5 seeds first
+    "corro-borel": ["corro", "borel"],  # the two pre-training methods: Point-Robot with 5 seeds first
     "borel-vae": ["borel-vae6000"],  # BOReL's VAE trained 3 times longer (its loss still falls at 2,000 steps)
     "ablations": list(ABLATIONS),
     "sigma": ["select-sigma0.1", "select-sigma0.2", "select-sigma0.5"],
     "fidelity": [*FIDELITY, *(f"{m}-reinfer-csro" for m in FIDELITY)],
 }
 METHOD_KEYS = {"script", "flags", "variant_of", "reevaluates"}
+# --budget: the training length of every run, per env (RL steps; CORRO and BOReL pre-train on top), and the evaluation
+# interval. "quick" is each script's cpu preset (7,000 MuJoCo steps, chosen where SELECT's cheetah-vel curve slows
+# down: SELECT near its best, the BRAC baselines still climbing); "long" trains every method until its curve has
+# flattened, as far as a CPU affords (the paper trains 105,000 steps, ant-goal 210,000). A budget's results and runs
+# have their own folders, <results-dir>/<budget>/ and <runs-dir>/<budget>/ (quick: the folders themselves).
+BUDGETS = {
+    "quick": {},
+    "long": {
+        "cheetah-vel": (30_000, 2_500),
+        "hopper-rand-params": (20_000, 2_500),
+        "walker-rand-params": (20_000, 2_500),
+        "humanoid-dir": (12_000, 2_000),
+        "ant-goal": (20_000, 2_500),
+    },
+}
 
 FINAL, REEVAL, ATTEMPTS = "final_eval.json", "reeval.json", "study_attempts.json"  # files in a run directory
 HEADER = "==== study.py"  # starts the line the runner writes into a run's log before each attempt
@@ -135,6 +152,7 @@ class Study:
     data_dir: Path
     study_flags: tuple[str, ...] = ()  # --flags: appended to every run's command
     collect_flags: tuple[str, ...] = ()  # --collect-flags: appended to collect_sac.py's command
+    budget: str = "quick"  # --budget: BUDGETS[budget][env] sets each run's steps and evaluation interval
 
     def run_dir(self, run: Run) -> Path:
         return self.runs_dir / run.env_id / run.name
@@ -165,6 +183,9 @@ class Study:
             command = [run.script, "--env-id", run.env_id, "--seed", str(run.seed), "--data-dir",
                        str(self.data_dir_of(run.data_seed)), "--runs-dir", str(self.runs_dir / run.env_id),
                        "--run-name", run.name]  # fmt: skip
+            if run.env_id in BUDGETS[self.budget]:
+                steps, eval_every = BUDGETS[self.budget][run.env_id]
+                command += ["--num-train-steps", str(steps), "--eval-every", str(eval_every)]
         return [sys.executable, *command, *run.flags, *self.study_flags]
 
 
@@ -292,6 +313,21 @@ def protocol_summary(result: dict) -> dict:
     }
 
 
+def portable(obj, root: Path = ROOT, python: str = sys.executable):
+    """obj with the machine's paths taken out, for a result file that is committed: the Python executable becomes
+    "python", a path inside root becomes relative to it (the commands run with root as working directory)."""
+    if isinstance(obj, dict):
+        return {k: portable(v, root, python) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable(v, root, python) for v in obj]
+    if isinstance(obj, str):
+        if obj == python:
+            return "python"
+        prefix = str(root).rstrip("/") + "/"
+        return obj[len(prefix) :] if obj.startswith(prefix) else "." if obj == str(root) else obj
+    return obj
+
+
 def result_record(run: Run, run_dir: Path, command: list[str], study_flags=()) -> dict:
     """The result file of a finished run, from its run directory: the final evaluation (final_eval.json, or the
     re-evaluation's reeval.json), the learning curve (eval_history.jsonl) and the runner's attempts."""
@@ -307,35 +343,40 @@ def result_record(run: Run, run_dir: Path, command: list[str], study_flags=()) -
         code = code_version(ROOT / run.script, ROOT / "omrl_envs.py", ROOT / "collect_sac.py")
     history = [] if run.reevaluates else read_history(run_dir / "eval_history.jsonl")
     protocols = list(history[-1]["protocols"]) if history else []
-    return {
-        "schema": 1,
-        "env_id": run.env_id,
-        "method": run.method,
-        "variant_of": run.variant_of,
-        "reevaluates": run.base_name,
-        "script": run.script,
-        "flags": list(run.flags),
-        "study_flags": list(study_flags),
-        "seed": run.seed,
-        "data_seed": run.data_seed,
-        "command": list(command),
-        "args": args,
-        "preset": args.get("preset"),
-        "code": code,
-        "dataset": final.get("dataset"),
-        "wall_seconds": wall_seconds,
-        "threads": final.get("threads", int(CHILD_ENV["OMP_NUM_THREADS"])),
-        "device": final.get("device"),
-        "machine": machine(final.get("torch")),
-        "attempts": attempts,
-        "final": {"step": final["step"], "protocols": {p: protocol_summary(r) for p, r in final["protocols"].items()}},
-        "curve": {
-            "steps": [h["step"] for h in history],
-            "return": {p: [h["protocols"][p]["return"] for h in history] for p in protocols},
-            "context_shift": {p: [h["protocols"][p].get("context_shift") for h in history] for p in protocols},
-        },
-        "training": {} if run.reevaluates else read_training(run_dir),
-    }
+    return portable(
+        {
+            "schema": 1,
+            "env_id": run.env_id,
+            "method": run.method,
+            "variant_of": run.variant_of,
+            "reevaluates": run.base_name,
+            "script": run.script,
+            "flags": list(run.flags),
+            "study_flags": list(study_flags),
+            "seed": run.seed,
+            "data_seed": run.data_seed,
+            "command": list(command),
+            "args": args,
+            "preset": args.get("preset"),
+            "code": code,
+            "dataset": final.get("dataset"),
+            "wall_seconds": wall_seconds,
+            "threads": final.get("threads", int(CHILD_ENV["OMP_NUM_THREADS"])),
+            "device": final.get("device"),
+            "machine": machine(final.get("torch")),
+            "attempts": attempts,
+            "final": {
+                "step": final["step"],
+                "protocols": {p: protocol_summary(r) for p, r in final["protocols"].items()},
+            },
+            "curve": {
+                "steps": [h["step"] for h in history],
+                "return": {p: [h["protocols"][p]["return"] for h in history] for p in protocols},
+                "context_shift": {p: [h["protocols"][p].get("context_shift") for h in history] for p in protocols},
+            },
+            "training": {} if run.reevaluates else read_training(run_dir),
+        }
+    )
 
 
 # ---- running one run ----
@@ -831,6 +872,9 @@ def main(argv=None) -> int:
     selection.add_argument("--methods", nargs="+", default=["main"], help=f"methods and groups {list(GROUPS)}")
     selection.add_argument("--methods-file", help='JSON {name: {"script", "flags", "variant_of"}}: adds/overrides')
     selection.add_argument("--results-dir", default="results", help="<results-dir>/<env>/<method>__s<seed>.json")
+    selection.add_argument("--budget", choices=list(BUDGETS), default="quick",
+                           help="training steps per env: quick (the scripts' cpu presets) or long (BUDGETS; results "
+                                "in <results-dir>/long/, runs in <runs-dir>/long/)")  # fmt: skip
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     runs.add_argument("--runs-dir", default="runs/study", help="<runs-dir>/<env>/<method>__s<seed>/ and .log")
@@ -865,7 +909,13 @@ def main(argv=None) -> int:
         parser.error(f"unknown env ids {unknown}; known: {', '.join(omrl_envs.FAMILIES)}")
     methods = load_methods(args.methods_file)
     method_names = expand_methods(args.methods, methods)
-    results_dir = Path(args.results_dir).resolve()
+    outside = [e for e in args.envs if args.budget != "quick" and e not in BUDGETS[args.budget]]
+    if outside:
+        parser.error(f"--budget {args.budget} has no steps for {', '.join(outside)}; it covers "
+                     f"{', '.join(BUDGETS[args.budget])}")  # fmt: skip
+    folder = () if args.budget == "quick" else (args.budget,)  # a budget's own results and runs folders
+    results_dir = Path(args.results_dir).resolve().joinpath(*folder)
+    runs_dir = Path(getattr(args, "runs_dir", ".")).resolve().joinpath(*folder)
     if args.command == "table":
         import plot_results
 
@@ -876,10 +926,10 @@ def main(argv=None) -> int:
     data_seeds = tuple(dict.fromkeys(args.data_seeds)) if args.data_seeds is not None else (None,)
     selected = plan(args.envs, method_names, args.seeds, methods, data_seeds)
     if args.command == "status":
-        print_status(Study(Path(args.runs_dir).resolve(), results_dir, Path()), selected)
+        print_status(Study(runs_dir, results_dir, Path(), budget=args.budget), selected)
         return 0
     if args.command == "collect":  # runs started by hand or elsewhere: their results, nothing is run
-        study = Study(Path(args.runs_dir).resolve(), results_dir, Path(args.data_dir).resolve())
+        study = Study(runs_dir, results_dir, Path(args.data_dir).resolve(), budget=args.budget)
         finished = [r for r in selected if not study.result(r).is_file() and study.output(r).is_file()]
         for run in finished:
             write_json_atomic(study.result(run), result_record(run, study.run_dir(run), study.command(run)))
@@ -891,8 +941,8 @@ def main(argv=None) -> int:
     missing = sorted({r.script for r in selected if not (ROOT / r.script).is_file()})
     if missing:
         parser.error(f"no such script: {', '.join(missing)}")
-    study = Study(Path(args.runs_dir).resolve(), results_dir, Path(args.data_dir).resolve(),
-                  tuple(shlex.split(args.flags)), tuple(shlex.split(args.collect_flags)))  # fmt: skip
+    study = Study(runs_dir, results_dir, Path(args.data_dir).resolve(), tuple(shlex.split(args.flags)),
+                  tuple(shlex.split(args.collect_flags)), args.budget)  # fmt: skip
     signal.signal(signal.SIGTERM, raise_interrupted)  # as Ctrl-C: stop the children, summary, non-zero exit
     if args.backend == "local":
         outcomes, stopped_by = run_here(study, selected, args.jobs)

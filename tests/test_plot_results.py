@@ -19,7 +19,8 @@ ALL = list(pr.PROTOCOLS)
 
 
 def write_result(results_dir, method, seed, returns, *, steps=(1000, 2000), shift=0.1, planned=None, per_task=None,
-                 variant_of=None, reevaluates=None, env_id="point-robot"):  # fmt: skip
+                 variant_of=None, reevaluates=None, env_id="point-robot", data_seed=None, dataset="point-robot",
+                 machine="test", curve=None):  # fmt: skip
     """A schema-1 result file whose final return is `returns[protocol]` (per-task scores: that + PATTERN, or
     `per_task`); its curve rises by 1 per evaluation to the final value; context shift `shift` everywhere."""
     steps = [] if reevaluates else list(steps)
@@ -39,15 +40,17 @@ def write_result(results_dir, method, seed, returns, *, steps=(1000, 2000), shif
         "schema": 1, "env_id": env_id, "method": method, "variant_of": variant_of, "reevaluates": reevaluates,
         "script": "select.py", "flags": [], "study_flags": [], "seed": seed, "command": "python select.py",
         "args": {"num_train_steps": planned or (steps[-1] if steps else 2000)}, "preset": "default", "code": "abc",
-        "dataset": "point-robot", "wall_seconds": 1.0, "threads": 1, "device": "cpu", "machine": "test",
+        "dataset": dataset, "wall_seconds": 1.0, "threads": 1, "device": "cpu", "machine": machine,
+        "data_seed": data_seed,
         "final": {"step": steps[-1] if steps else 2000, "protocols": protocols},
         "curve": {
             "steps": steps,
-            "return": {p: [r - (len(steps) - 1 - i) for i in range(len(steps))] for p, r in returns.items()},
+            "return": {p: list(curve[p]) if curve else [r - (len(steps) - 1 - i) for i in range(len(steps))]
+                       for p, r in returns.items()},
             "context_shift": {p: [shift] * len(steps) for p in returns},
         },
     }  # fmt: skip
-    path = results_dir / env_id / f"{method}__s{seed}.json"
+    path = results_dir / env_id / f"{method}{'' if data_seed is None else f'__d{data_seed}'}__s{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path
@@ -264,7 +267,7 @@ def test_without_rliable_plain_means_and_says_so(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# The command: figures, results.md, README blocks, errors
+# The command: figures, tables.md, README blocks, errors
 # ------------------------------------------------------------------------------------------------
 README = "# Title\n\nbefore\n\n<!-- results:point-robot -->\nold numbers\n<!-- /results:point-robot -->\n\nafter\n"
 
@@ -280,16 +283,32 @@ def test_command_figures_and_readme_round_trip(tmp_path):
     proc = run_script(*args, "--readme", readme)
     for name in ("point-robot.png", "cheetah-vel.png", "summary.png"):
         assert (out / name).stat().st_size > 10_000, name
-    report = (out / "results.md").read_text()
+    report = (out / "tables.md").read_text()
     assert report in proc.stdout and report.index("### cheetah-vel") < report.index("### point-robot")
     block = report.split("### point-robot\n\n")[1]
     assert readme.read_text() == README.replace("old numbers\n", f"\n{block}\n")  # the rest as it was
-    pr.main(pr.Args(results_dir=str(results), bootstrap_reps=200, check_readme=str(readme)))  # up to date: no exit
+    pr.main(pr.Args(results_dir=str(results), bootstrap_reps=200, check_readme=(str(readme),)))  # up to date
 
     readme.write_text(readme.read_text().replace("| select |", "| SELECT |"))
     proc = run_script(*args, "--check-readme", readme, check=False)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "point-robot" in proc.stderr and "--readme" in proc.stderr
+
+    # blocks in a folder of pages (every .md file under it) and the summary table, written and checked together
+    pages = tmp_path / "pages"
+    (pages / "results").mkdir(parents=True)
+    (pages / "results" / "cheetah-vel.md").write_text(
+        "# c\n\n<!-- results:cheetah-vel -->\n<!-- /results:cheetah-vel -->\n"
+    )
+    readme.write_text("# R\n\n<!-- results:summary -->\n\n<!-- /results:summary -->\n")
+    run_script(*args, "--readme", readme, pages)
+    summary = readme.read_text()  # online-proximal of select: mean(-7, -8, -9.5); offline: mean(-4, -5, -6.5)
+    assert "| family | seeds | RL steps | select | csro | focal |" in summary
+    assert "| cheetah-vel | 1 | 2,000 | – | – | – (-4.4) |" in summary  # focal ran only the offline protocol there
+    assert "| point-robot | 1-3 | 2,000 | **-8.2** (-5.2) | -9.0 (-9.0) | – |" in summary
+    assert "### " not in (pages / "results" / "cheetah-vel.md").read_text()
+    assert "| focal | 1 | 2,000 | -4.40 ± 0.00" in (pages / "results" / "cheetah-vel.md").read_text()
+    run_script(*args, "--check-readme", readme, pages)
 
 
 def test_readme_blocks_in_process():
@@ -441,11 +460,86 @@ def test_committed_readme_blocks_equal_the_committed_results():
     ] if results.is_dir() else []  # fmt: skip
     if not any(any(folder.glob("*/*.json")) for folder, _ in studies):
         pytest.skip("no committed result files yet")
-    readme = (ROOT / "README.md").read_text()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    text = "".join(page.read_text() for page in pages)
     for folder, prefix in studies:
         envs = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("*.json")))
         for env_id in envs:
-            assert f"<!-- results:{prefix}{env_id} -->" in readme, f"README has no results block for {prefix}{env_id}"
+            assert f"<!-- results:{prefix}{env_id} -->" in text, f"no page has a results block for {prefix}{env_id}"
         if envs:
             run_script("plot_results.py", "--results-dir", folder, "--block-prefix", prefix, "--check-readme",
-                       ROOT / "README.md", timeout=300)  # fmt: skip
+                       ROOT / "README.md", ROOT / "docs", timeout=300)  # fmt: skip
+    assert "<!-- results:summary -->" in (ROOT / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Several datasets (study.py --data-seeds)
+# ------------------------------------------------------------------------------------------------
+def test_variance_components_and_pooled_difference_hand_computed():
+    split = pr.variance_components([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    # dataset means 2 and 5 (variance 4.5), pooled seed variance (2 + 2) / 4 = 1, 3 seeds per dataset:
+    # the datasets' variance 4.5 - 1/3, its share (4.5 - 1/3) / (4.5 - 1/3 + 1)
+    assert split["between_sd"] == pytest.approx(4.5**0.5) and split["within_sd"] == pytest.approx(1.0)
+    assert split["share"] == pytest.approx((4.5 - 1 / 3) / (4.5 - 1 / 3 + 1))
+    assert pr.variance_components([[1.0, 3.0], [1.0, 3.0]])["share"] == 0.0  # identical datasets: floored at 0
+    # seeds all equal within a dataset: only the datasets' draw varies; differences 1 and 3, mean 2; a resample of two
+    # datasets averages to 1, 2 or 3 (probabilities 1/4, 1/2, 1/4): the 95% interval is [1, 3]
+    point, low, high = pr.pooled_difference({0: [1.0, 1.0], 1: [3.0, 3.0]}, {0: [0.0, 0.0], 1: [0.0, 0.0]}, 4000)
+    assert (point, low, high) == (2.0, 1.0, 3.0)
+
+
+@needs_rliable
+def test_dataset_study_tables(tmp_path):
+    """Two methods x three datasets x two seeds: each dataset's row with its hash and CPU kind, the spread table from
+    the numbers, the per-dataset and pooled comparison, and the tasks below the task-blind return."""
+    finals = {("select", 0): [-5.0, -7.0], ("select", 1): [-4.0, -6.0], ("select", 2): [-9.0, -11.0],
+              ("csro", 0): [-6.0, -8.0], ("csro", 1): [-6.0, -6.0], ("csro", 2): [-10.0, -10.0]}  # fmt: skip
+    for (method, d), values in finals.items():
+        for seed, r in enumerate(values, start=1):
+            per_task = {p: r + PATTERN for p in ALL}
+            if (method, d, seed) == ("select", 2, 1):
+                per_task = {p: r + np.where(np.arange(10) == 0, -10.0, 10.0 / 9) for p in ALL}  # task 2 at r - 10
+            dataset = {"content_hash": f"{d}" * 64, "checkpoint_returns": None}
+            cpu = "AMD EPYC 7B13" if d == 0 else "Intel(R) Xeon(R) Processor"
+            write_result(tmp_path, method, seed, dict.fromkeys(ALL, r), per_task=per_task, data_seed=d,
+                         dataset=dataset, machine={"cpu": cpu})  # fmt: skip
+    tables = pr.results_tables(tmp_path, reps=2000)
+    assert row(tables, "0 (`000000000000`, AMD EPYC)").startswith(
+        f"| 0 (`000000000000`, AMD EPYC) | select | 2 | {expected_cell([-5.0, -7.0], 0.1)} |"
+    )
+    assert "| 2 (`222222222222`, Intel Xeon) | csro | 2 |" in tables
+    split = pr.variance_components([[-5.0, -7.0], [-4.0, -6.0], [-9.0, -11.0]])
+    spread = f"| select | offline | 3 | 6 | {mean_std([-5, -7, -4, -6, -9, -11])} | {split['between_sd']:.2f} |"
+    assert spread + f" {split['within_sd']:.2f} | {100 * split['share']:.0f}% |" in tables
+    comparisons = [line for line in tables.splitlines() if line.startswith("| select − csro |")]
+    assert [line.split(" | ")[1] for line in comparisons] == ["0", "1", "2", "pooled"]
+    assert comparisons[1].split(" | ")[2].startswith("+1.00 [")  # dataset 1: -5 against -6
+    assert comparisons[3].split(" | ")[2].startswith("+0.67 [")  # pooled: (1 + 1 + 0) / 3
+    assert "| select | online-proximal | none | none | 2 (1/2) |" in tables  # seed 1 on dataset 2: task 2 at -19
+    assert "| csro | offline | none | none | none |" in tables
+
+
+def test_plateau_step_and_late_mean_on_hand_made_curves(tmp_path):
+    steps = [1000, 2000, 3000, 4000]
+    assert pr.plateau_step(steps, [0.0, 10.0, 10.2, 10.3], 100.0) == 2000  # rises of at most 5 after 2,000
+    assert pr.plateau_step(steps, [0.0, 10.0, 2.0, 14.9], -100.0) == 2000  # 14.9 is within 5 of the best (10)
+    assert pr.plateau_step(steps, [0.0, 10.0, 2.0, 15.1], 100.0) is None  # the last evaluation is a rise: still rising
+    assert pr.plateau_step(steps, [0.0, 1.0, 2.0, 3.0], 100.0) == 1000  # never a rise above 5: from the first
+    assert pr.plateau_step([500], [3.0], 10.0) == 500
+    # in the table: the seed-mean offline curve, the dataset's range from the runs' fingerprint; late means of the
+    # last three evaluations per seed, then mean ± std over seeds
+    dataset = {"content_hash": "a" * 64, "checkpoint_returns": {"steps": [1, 2], "test_tasks": [-100.0, 0.0]}}
+    steps5 = [1000, 2000, 3000, 4000, 5000]
+    curves = {1: [-90.0, -50.0, -40.0, -41.0, -42.0], 2: [-80.0, -60.0, -38.0, -39.0, -30.0]}  # mean rises 4 at 5,000
+    for seed, curve in curves.items():
+        write_result(tmp_path, "select", seed, dict.fromkeys(ALL, curve[-1]), steps=steps5,
+                     curve=dict.fromkeys(ALL, curve), dataset=dataset)  # fmt: skip
+    rising = {1: [-90.0, -50.0, -40.0, -35.0, -20.0], 2: [-90.0, -50.0, -40.0, -35.0, -20.0]}
+    for seed, curve in rising.items():
+        write_result(tmp_path, "csro", seed, dict.fromkeys(ALL, curve[-1]), steps=steps5,
+                     curve=dict.fromkeys(ALL, curve), dataset=dataset)  # fmt: skip
+    tables = pr.results_tables(tmp_path, reps=200)
+    late = [np.mean(c[-3:]) for c in curves.values()]
+    assert f"| select | 2 | 5,000 | 3,000 | {mean_std(late)} |" in tables
+    assert f"| csro | 2 | 5,000 | still rising | {mean_std([-95 / 3, -95 / 3])} |" in tables
+    assert "rises by more than 5% of the dataset's first-to-last checkpoint range (100.00)" in tables

@@ -102,6 +102,54 @@ def test_commands_of_a_run_and_a_reevaluation():
                                  "--eval-runs", "1"]  # fmt: skip
 
 
+def test_long_budget_sets_steps_per_env_and_its_own_folders(tmp_path):
+    s = study.Study(Path("/r"), Path("/res"), Path("/d"), budget="long")
+    commands = {e: s.command(study.Run(e, "csro", 1, "baselines/csro.py")) for e in ("cheetah-vel", "humanoid-dir")}
+    assert commands["cheetah-vel"][-4:] == ["--num-train-steps", "30000", "--eval-every", "2500"]
+    assert commands["humanoid-dir"][-4:] == ["--num-train-steps", "12000", "--eval-every", "2000"]
+    # a method's own flags and --flags come after the budget's, and so win
+    assert study.Study(Path("/r"), Path("/res"), Path("/d"), ("--eval-every", "5000"), budget="long").command(
+        study.Run("hopper-rand-params", "select", 2, "select.py")
+    )[-6:] == ["--num-train-steps", "20000", "--eval-every", "2500", "--eval-every", "5000"]
+    status = run_study(tmp_path, None, "--envs", "walker-rand-params", "--methods", "main", "--seeds", "1",
+                       "--budget", "long", command="status").stdout  # fmt: skip
+    assert "total 4 runs: 0 done, 0 finished, 0 partial, 4 not started" in status
+    (tmp_path / "results" / "long" / "walker-rand-params").mkdir(parents=True)  # results/long/<env>/: its own
+    record = {"final": {"step": 20000}, "wall_seconds": 60.0}
+    (tmp_path / "results" / "long" / "walker-rand-params" / "select__s1.json").write_text(json.dumps(record))
+    status = run_study(tmp_path, None, "--envs", "walker-rand-params", "--methods", "select", "--seeds", "1",
+                       "--budget", "long", command="status").stdout  # fmt: skip
+    assert "done   step 20000, 60 s" in status and "total 1 runs: 1 done" in status
+    quick = run_study(tmp_path, None, "--envs", "walker-rand-params", "--methods", "select", "--seeds", "1",
+                      command="status").stdout  # fmt: skip
+    assert "total 1 runs: 0 done" in quick  # the quick budget's folder is another
+    proc = run_study(tmp_path, None, "--envs", "point-robot", "--budget", "long", command="status", check=False)
+    assert proc.returncode == 2 and "--budget long has no steps for point-robot" in proc.stderr
+
+
+def test_result_files_carry_no_path_of_the_machine(tmp_path):
+    """portable(): the interpreter becomes "python", paths inside the checkout relative; every committed result file
+    is so (tools/portable_results.py rewrote the older ones)."""
+    root = Path("/x/checkout")
+    args = {"runs_dir": "/x/checkout/runs/a", "other": "/elsewhere/data", "n": 3, "root": "/x/checkout"}
+    record = {"command": ["/x/checkout/.venv/bin/python", "select.py", "--data-dir", "/x/checkout/data"], "args": args}
+    assert study.portable(record, root, "/x/checkout/.venv/bin/python") == {
+        "command": ["python", "select.py", "--data-dir", "data"],
+        "args": {"runs_dir": "runs/a", "other": "/elsewhere/data", "n": 3, "root": "."},
+    }
+
+    def strings(obj):
+        if isinstance(obj, dict):
+            return [x for v in obj.values() for x in strings(v)]
+        if isinstance(obj, list):
+            return [x for v in obj for x in strings(v)]
+        return [obj] if isinstance(obj, str) else []
+
+    for path in sorted((ROOT / "results").rglob("*.json")):
+        absolute = [x for x in strings(json.loads(path.read_text())) if x.startswith(("/", "~")) or x[1:3] == ":\\"]
+        assert not absolute, f"{path.relative_to(ROOT)} records paths of a machine: {absolute[:3]}"
+
+
 def test_last_error_line(tmp_path):
     log = tmp_path / "a.log"
     head = f"{study.HEADER} attempt 1, now: python x.py\n"
@@ -242,7 +290,7 @@ def test_finished_runs_are_skipped_and_a_missing_result_is_written(tiny_data, tm
     assert set(logs) == {"select__s1.log", "csro__s1.log", "select-sigma0.1__s1.log"}
     select, sigma = result(tmp_path, "select__s1"), result(tmp_path, "select-sigma0.1__s1")
     assert select["final"]["step"] == 40 and select["curve"]["steps"] == [20, 40]
-    assert select["study_flags"] == TINY and select["command"][1:3] == ["select.py", "--env-id"]
+    assert select["study_flags"] == TINY and select["command"][:3] == ["python", "select.py", "--env-id"]
     assert result(tmp_path, "csro__s1")["script"] == "baselines/csro.py"
     assert sigma["reevaluates"] == "select__s1" and list(sigma["final"]["protocols"]) == ["online-proximal"]
     assert sigma["args"]["proximal_noise_std"] == 0.1 and "--eval-checkpoint" in sigma["command"]
