@@ -103,7 +103,7 @@ class Preset:
 
 # fmt: off
 # One row per (family, preset). "reference": CSRO's policy_train.py (benchmark.md §2). "cpu": chosen by measurement on
-# a 2-core CPU (README: times and per-checkpoint returns); the MuJoCo cpu row was measured on cheetah-vel. Point-Robot's
+# a 2-core CPU (docs/families-and-datasets.md); the MuJoCo cpu row was measured on cheetah-vel. Point-Robot's
 # cpu row is the reference protocol with 2x64 networks and batch 128: its returns match the reference learner's (2x1024,
 # batch 1024, lr 1e-4, run here on task 18: -17.3 at the first kept checkpoint, -6.2 at the last; this row -19.6, -6.3).
 # Columns, as Preset's fields: steps per task, warm-up, checkpoint every, first kept, episodes per checkpoint, hidden,

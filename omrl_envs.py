@@ -3,7 +3,8 @@
 This is the one module that `select.py`, `collect_sac.py` and every script in `baselines/` share.
 Task definitions follow the CSRO benchmark (Gao et al., NeurIPS 2023; official code MoreanP/CSRO),
 rebuilt on gymnasium 1.x and the official `mujoco` bindings (v5 models). The protocol is written
-out in `../shared/spec/benchmark.md`; the README lists where v5 differs from the reference simulators.
+out in the benchmark specification; docs/families-and-datasets.md lists where v5 differs from the reference
+simulators.
 
     env = make_env("cheetah-vel")          # TimeLimit at the family's horizon, actions in [-1, 1]
     env.unwrapped.set_task(TEST_TASKS[0])  # switch task in place: no rebuild

@@ -66,7 +66,7 @@ def write_synthetic_dataset(data_dir: Path, env_id: str, transitions_per_task: i
 
 
 def old_load_offline_data(sel, env_id, data_dir, normalize_states, device, obs_stats=None):
-    """The shared data block's loader before issue 15 (verbatim but for `sel.`): every task's arrays, then copies."""
+    """The shared data block's earlier loader (verbatim but for `sel.`): every task's arrays, then copies."""
     import torch
 
     family = omrl_envs.get_family(env_id)

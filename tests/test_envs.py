@@ -150,7 +150,7 @@ def test_walker_uses_reference_feet_friction():
     assert sorted(defaults[-2:, 0].tolist()) == [0.9, 1.9]
 
 
-# cheetah-vel's body masses before issue 15, when the model came from half_cheetah.xml's settotalmass="14"
+# cheetah-vel's body masses in the family's first version, when the model came from half_cheetah.xml's settotalmass="14"
 CHEETAH_BODY_MASSES = [
     0.0, 6.25020920502092, 1.5435146443514645, 1.5874476987447697, 1.0953974895397491, 1.4380753138075317,
     1.200836820083682, 0.8845188284518829,

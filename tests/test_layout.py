@@ -1,5 +1,5 @@
 """Everything a user runs from the repository root works, although `select.py` shares its name with the
-standard-library module `select` (see select/__init__.py and the README)."""
+standard-library module `select` (see select/__init__.py and docs/get-started.md)."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""The quality table of collected datasets, as the README prints them, from the datasets themselves.
+"""The quality table of collected datasets, as docs/families-and-datasets.md prints them, from the datasets themselves.
 
 Per family: the mean return of the saved episodes at every kept checkpoint (all tasks and test tasks, from the
 manifest), the transitions per task, the share of saved episodes that end early (terminated before the horizon,

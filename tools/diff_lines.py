@@ -1,4 +1,4 @@
-"""Changed-line counts between the method files, for the README's diff table.
+"""Changed-line counts between the method files, for the diff table of docs/baselines.md.
 
     python tools/diff_lines.py
 
@@ -34,7 +34,7 @@ def changed_lines(first: str, second: str) -> tuple[int, int, int]:
 
 
 def table() -> str:
-    """The README's markdown table."""
+    """The docs' markdown table."""
     rows = ["| diff | only in A | only in B | both (`diff A B \\| grep -c '^[<>]'`) | a modified line counted once |"]
     rows.append("|---|---|---|---|---|")
     for first, second in PAIRS:
