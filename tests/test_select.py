@@ -469,7 +469,7 @@ def test_exploration_actions_follow_the_protocol(tiny_data):
         (sel.PROXIMAL, lambda a: 0 < np.abs(a).max() <= 0.2 + 1e-9),  # clip(N(0, 1), -0.2, 0.2) around pi = 0
     ):
         modes = lambda t, mode=mode: np.full(2, mode)
-        _, lengths, rows = sel.rollout(envs, active, z, modes, still, None, rng, data, (1.0, -0.2, 0.2), None, "cpu")
+        _, lengths, rows, _ = sel.rollout(envs, active, z, modes, still, None, rng, data, (1.0, -0.2, 0.2), None, "cpu")
         actions = torch.cat(rows)[:, 2:4].numpy()
         assert lengths.tolist() == [20, 20] and check(actions), (mode, actions[:3])
 
@@ -502,8 +502,8 @@ def test_an_exploration_round_holds_one_horizon_across_early_ends(tiny_data):
     active, z, rng = np.array([True, False, True]), torch.zeros(3, 1), np.random.default_rng(0)
     random = lambda t: np.full(3, sel.RANDOM)
     still = lambda obs, z: torch.zeros(len(obs), 2)
-    returns, lengths, rows = sel.rollout(envs, active, z, random, still, None, rng, data, (0.3, -0.5, 0.5), None,
-                                         "cpu", steps=20)  # fmt: skip
+    returns, lengths, rows, _ = sel.rollout(envs, active, z, random, still, None, rng, data, (0.3, -0.5, 0.5), None,
+                                            "cpu", steps=20)  # fmt: skip
     assert [len(r) for r in rows] == [20, 0, 20] and lengths.tolist() == [7, 0, 7]
     terminations = rows[0][:, -1].tolist()
     assert [i for i, d in enumerate(terminations) if d] == [6, 13]  # episodes of 7, 7 and a cut one of 6
@@ -527,7 +527,8 @@ def test_an_oracle_policy_reaches_the_oracle_return(tiny_data):
     def greedy(obs, z):
         return ((z - obs) / 0.1).clamp(-1, 1)
 
-    results = sel.evaluate(greedy, infer_goal, data, "point-robot", ("offline",), 1, 0, (0.3, -0.5, 0.5), "cpu")
+    z_inference = sel.Reencoded(infer_goal, data.rows.shape[1], "cpu")
+    results = sel.evaluate(greedy, z_inference, data, "point-robot", ("offline",), 1, 0, (0.3, -0.5, 0.5), "cpu")
     oracle = np.mean([omrl_envs.oracle_point_robot_return(t) for t in omrl_envs.TEST_TASKS])
     assert results["offline"]["return"] == pytest.approx(oracle, abs=1e-4)
     assert results["offline"]["context_shift"] >= 0
