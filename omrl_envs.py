@@ -9,6 +9,7 @@ simulators.
     env = make_env("cheetah-vel")          # TimeLimit at the family's horizon, actions in [-1, 1]
     env.unwrapped.set_task(TEST_TASKS[0])  # switch task in place: no rebuild
     obs, info = env.reset(seed=0)
+    env = gymnasium.make("omrl/cheetah-vel-v0", task_index=6)  # the same env by its gymnasium id (registered on import)
 
 Nothing here touches the global NumPy RNG: task lists come from `linspace` or a dedicated
 `np.random.default_rng(seed)`, and episodes are seeded through `reset(seed=...)`.
@@ -309,14 +310,42 @@ class NormalizedAction(gym.ActionWrapper):
         return self._low + (action + 1.0) * 0.5 * (self._high - self._low)
 
 
-def make_env(env_id: str, task_index: int = 0) -> gym.Env:
-    """The family's env set to one task: TimeLimit at the horizon, actions in [-1, 1] mapped to its bounds."""
-    family = get_family(env_id)
+def task_env(env_id: str, task_index: int = 0) -> gym.Env:
+    """The family's env set to one task, actions in [-1, 1] mapped to its bounds; no time limit (make_env and
+    gymnasium.make add it at the horizon)."""
+    get_family(env_id)
     env = PointRobotEnv() if env_id == "point-robot" else _mujoco_classes()[env_id]()
     env.set_task(task_index)
     if np.any(env.action_space.low != -1.0) or np.any(env.action_space.high != 1.0):
         env = NormalizedAction(env)
-    return gym.wrappers.TimeLimit(env, max_episode_steps=family.horizon)
+    return env
+
+
+def make_env(env_id: str, task_index: int = 0) -> gym.Env:
+    """The family's env set to one task: TimeLimit at the horizon, actions in [-1, 1] mapped to its bounds."""
+    return gym.wrappers.TimeLimit(task_env(env_id, task_index), max_episode_steps=get_family(env_id).horizon)
+
+
+def gym_id(env_id: str) -> str:
+    """The family's gymnasium id: gymnasium.make(gym_id("cheetah-vel"), task_index=6) is make_env("cheetah-vel", 6)
+    inside gymnasium's own wrappers (the same observations for the same seed and actions)."""
+    return f"omrl/{get_family(env_id).env_id}-v0"
+
+
+def register_gym_ids() -> None:
+    """Register every family with gymnasium (run on import; a second import or a reload finds them there). The entry
+    point is a string, so that an env spec serialises to JSON (Minari stores one with each dataset)."""
+    for env_id, family in FAMILIES.items():
+        if gym_id(env_id) not in gym.registry:
+            gym.register(
+                gym_id(env_id),
+                entry_point="omrl_envs:task_env",
+                max_episode_steps=family.horizon,
+                kwargs={"env_id": env_id},
+            )
+
+
+register_gym_ids()
 
 
 def task_description(env_id: str, task_index: int) -> dict:

@@ -54,6 +54,12 @@ class Args:
     """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, runs on CUDA when it is available"""
+    track: bool = False
+    """if toggled, the run is tracked with Weights and Biases (W&B; needs requirements-extras.txt)"""
+    wandb_project_name: str = "select-omrl"
+    """the W&B project of the run"""
+    wandb_entity: str | None = None
+    """the entity (team) of the W&B project (None: your W&B default entity)"""
     env_id: str = "point-robot"
     """task family: one of omrl_envs.ENV_IDS"""
     data_dir: str = "data"
@@ -943,6 +949,11 @@ if __name__ == "__main__":
         saved.eval_checkpoint, saved.resume, saved.run_name = args.eval_checkpoint, args.resume, args.run_name
         args = tyro.cli(Args, default=saved)  # e.g. a sweep of --proximal-noise-std, or more --num-train-steps
     args = resolve_args(args)
+    if args.track:  # W&B, an optional requirement: imported only to track a run, checked before the data load
+        try:
+            import wandb
+        except ImportError:
+            raise SystemExit("error: --track needs wandb: pip install -r requirements-extras.txt") from None
     code_at_start()  # the code version now: files may change while the run trains
     table_options = (*PRESETS[args.preset], *ENV_DEFAULTS)
     resolved = ", ".join(f"{name} {getattr(args, name)}" for name in table_options)
@@ -1036,6 +1047,11 @@ if __name__ == "__main__":
     history = run_dir / "eval_history.jsonl"
     if history.is_file():  # keep the evaluations before start_step (none when starting over)
         history.write_text("".join(f"{line}\n" for line in history_before(history, start_step)))
+    if args.track:  # as CleanRL's: before the writer is created, whose scalars W&B then mirrors (sync_tensorboard)
+        wandb.init(
+            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=asdict(args),
+            name=run_name, save_code=True,
+        )  # fmt: skip
     writer = SummaryWriter(str(run_dir), purge_step=start_step)  # TensorBoard hides older events from start_step on
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
@@ -1186,10 +1202,17 @@ if __name__ == "__main__":
                 f.write(json.dumps({"step": step, "protocols": results}) + "\n")
             save_checkpoint(step)
 
+    # ---- SHARED BLOCK: final record (identical in select.py and baselines/*.py; tests check) ----
     wall_seconds = wall_before + time.time() - start_time
     record = run_record(args.num_train_steps, args, results, data, device, wall_seconds)
     omrl_envs.atomic_write_json(run_dir / "final_eval.json", record)
     writer.close()
+    if args.track:  # the final evaluation in the W&B run's summary, beside the last logged scalars
+        for protocol, result in results.items():
+            wandb.run.summary[f"final_eval/{protocol}/return"] = result["return"]
+            wandb.run.summary[f"final_eval/{protocol}/context_shift"] = result["context_shift"]
+        wandb.finish()
     print(f"done in {time.time() - start_time:.0f} s; run record in {run_dir}", flush=True)
     headline = f"{results[HEADLINE_PROTOCOL]['return']:.2f}" if HEADLINE_PROTOCOL in results else "not run"
     print(f"headline protocol (the method's own paper): {HEADLINE_PROTOCOL}, return {headline}", flush=True)
+    # ---- END SHARED BLOCK: final record ----

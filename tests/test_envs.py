@@ -3,6 +3,7 @@
 import json
 import math
 
+import gymnasium
 import numpy as np
 import pytest
 from conftest import run_script
@@ -287,3 +288,46 @@ def test_point_robot_importable_without_mujoco():
         "print('ok')"
     )
     assert run_script("-c", code).stdout.strip() == "ok"
+
+
+def steps_until_the_end(env, actions, seed) -> list:
+    """(observation, reward, terminated, truncated) of each step of one episode, the reset's observation first."""
+    obs, _ = env.reset(seed=seed)
+    steps = [(obs, 0.0, False, False)]
+    for a in actions:
+        obs, r, terminated, truncated, _ = env.step(a)
+        steps.append((obs, r, terminated, truncated))
+        if terminated or truncated:
+            break
+    return steps
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gymnasium_id_is_the_same_env_as_make_env(env_id):
+    """Importing omrl_envs registers omrl/<env-id>-v0: gymnasium.make(..., task_index=6) gives make_env(env_id, 6)'s
+    observations, rewards and episode ends for the same seed and actions, with the time limit at the horizon."""
+    family = FAMILIES[env_id]
+    ours = make_env(env_id, 6)
+    theirs = gymnasium.make(f"omrl/{env_id}-v0", task_index=6)
+    assert omrl_envs.gym_id(env_id) == theirs.spec.id == f"omrl/{env_id}-v0"
+    assert theirs.spec.max_episode_steps == family.horizon and theirs.unwrapped.task_index == 6
+    assert theirs.observation_space == ours.observation_space and theirs.action_space == ours.action_space
+    actions = fixed_actions(env_id, family.horizon + 5)
+    expected, got = steps_until_the_end(ours, actions, seed=11), steps_until_the_end(theirs, actions, seed=11)
+    assert len(got) == len(expected)
+    for (obs_a, *rest_a), (obs_b, *rest_b) in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(obs_a, obs_b)
+        assert rest_a == rest_b
+    terminated, truncated = got[-1][2:]
+    assert truncated if len(got) == family.horizon + 1 else terminated  # the time limit is the family's horizon
+
+
+def test_gymnasium_id_without_importing_the_registry_first():
+    """gymnasium.make("omrl_envs:omrl/<env-id>-v0") imports the registry itself (as Minari's recover_environment does
+    from a stored env spec)."""
+    code = (
+        "import gymnasium\n"
+        "env = gymnasium.make('omrl_envs:omrl/point-robot-v0', task_index=38)\n"
+        "print(env.unwrapped.task_index, env.spec.max_episode_steps)"
+    )
+    assert run_script("-c", code).stdout.split() == ["38", "20"]

@@ -867,6 +867,7 @@ def test_shared_blocks_are_identical_across_scripts():
         "logging and run record",
         "seeding and device",
         "run directory",
+        "final record",
     }
     for other in sorted((ROOT / "baselines").glob("*.py")):
         for name, block in shared_blocks(other).items():
