@@ -720,15 +720,13 @@ class RunningBelief:
         return torch.zeros(n, self.encoder.gru.hidden_size, device=self.device)
 
     def add(self, hidden: torch.Tensor, new: dict) -> torch.Tensor:
-        envs = [int(i) for i, rows in new.items() if len(rows)]
-        if not envs:
+        if not any(len(rows) for rows in new.values()):
             return hidden
-        rows, lengths = padded([[new[i]] for i in envs], self.width, self.device)
-        index = torch.as_tensor(envs, device=self.device)
+        index, rows, lengths = stacked(new, self.width, self.device)
         with torch.inference_mode():
             states, _ = self.encoder.gru(self.encoder.embed(rows[..., : self.transition_dim]), hidden[index][None])
             hidden = hidden.clone()
-            hidden[index] = states[torch.arange(len(envs), device=self.device), lengths - 1]  # after its last row
+            hidden[index] = states[torch.arange(len(index), device=self.device), lengths - 1]  # after its last row
         return hidden
 
     def z(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -764,6 +762,14 @@ DETERMINISTIC, RANDOM, PROXIMAL, STOCHASTIC = range(4)
 REINFER = ("round", "csro")
 
 
+def stacked(new: dict, width: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The envs with new rows in {env: rows} (some), their indices (m,), their rows zero-padded (m, max_len, width)
+    and their row counts (m,): one batch for the encoder."""
+    envs = [int(i) for i, rows in new.items() if len(rows)]
+    rows, lengths = padded([[new[i]] for i in envs], width, device)
+    return torch.as_tensor(envs, device=device), rows, lengths
+
+
 class Summed:
     """A z that is a function of the sums of per-transition statistics over the context and of its row count:
     statistics(padded rows (m, L, width)) -> (m, L, dim), z = finish(sums (n, dim), counts (n,)); e.g. the mean
@@ -779,11 +785,9 @@ class Summed:
 
     def add(self, state, new: dict):
         sums, counts = state
-        envs = [int(i) for i, rows in new.items() if len(rows)]
-        if not envs:
+        if not any(len(rows) for rows in new.values()):
             return state
-        rows, lengths = padded([[new[i]] for i in envs], self.width, self.device)
-        index = torch.as_tensor(envs, device=self.device)
+        index, rows, lengths = stacked(new, self.width, self.device)
         with torch.inference_mode():
             mask = (torch.arange(rows.shape[1], device=self.device) < lengths[:, None]).float()
             sums, counts = sums.clone(), counts.clone()

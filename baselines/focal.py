@@ -569,6 +569,14 @@ DETERMINISTIC, RANDOM, PROXIMAL, STOCHASTIC = range(4)
 REINFER = ("round", "csro")
 
 
+def stacked(new: dict, width: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The envs with new rows in {env: rows} (some), their indices (m,), their rows zero-padded (m, max_len, width)
+    and their row counts (m,): one batch for the encoder."""
+    envs = [int(i) for i, rows in new.items() if len(rows)]
+    rows, lengths = padded([[new[i]] for i in envs], width, device)
+    return torch.as_tensor(envs, device=device), rows, lengths
+
+
 class Summed:
     """A z that is a function of the sums of per-transition statistics over the context and of its row count:
     statistics(padded rows (m, L, width)) -> (m, L, dim), z = finish(sums (n, dim), counts (n,)); e.g. the mean
@@ -584,11 +592,9 @@ class Summed:
 
     def add(self, state, new: dict):
         sums, counts = state
-        envs = [int(i) for i, rows in new.items() if len(rows)]
-        if not envs:
+        if not any(len(rows) for rows in new.values()):
             return state
-        rows, lengths = padded([[new[i]] for i in envs], self.width, self.device)
-        index = torch.as_tensor(envs, device=self.device)
+        index, rows, lengths = stacked(new, self.width, self.device)
         with torch.inference_mode():
             mask = (torch.arange(rows.shape[1], device=self.device) < lengths[:, None]).float()
             sums, counts = sums.clone(), counts.clone()

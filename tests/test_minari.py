@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import run_script
+from test_collect_sac import one_line_error
 
 import omrl_envs
 
@@ -51,14 +52,6 @@ def minari_tool(command: str, env_id: str, data_dir, minari_dir, *extra, check=T
         "minari_datasets.py", command, "--env-id", env_id, "--data-dir", data_dir, "--minari-dir", minari_dir, *extra,
         check=check, timeout=300,
     )  # fmt: skip
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("env_id", ["point-robot", "hopper-rand-params"])
@@ -112,13 +105,13 @@ def test_refusals_and_a_changed_minari_dataset_are_one_line_errors(tmp_path):
     minari_tool("export", env_id, data, minari_dir)
     minari_tool("import", env_id, back, minari_dir)
     proc = minari_tool("import", env_id, back, minari_dir, check=False)
-    assert_one_line_error(proc, "already holds a dataset", "--overwrite")
+    one_line_error(proc, "already holds a dataset", "--overwrite")
     shutil.rmtree(minari_dir / "omrl" / env_id / "task-39-v0")
     proc = minari_tool("import", env_id, back, minari_dir, "--overwrite", check=False)
-    assert_one_line_error(proc, "no Minari dataset omrl/point-robot/task-39-v0", "minari_datasets.py export")
+    one_line_error(proc, "no Minari dataset omrl/point-robot/task-39-v0", "minari_datasets.py export")
 
     proc = minari_tool("export", env_id, data, minari_dir, check=False)
-    assert_one_line_error(proc, "holds Minari datasets of point-robot", "--overwrite")
+    one_line_error(proc, "holds Minari datasets of point-robot", "--overwrite")
     minari_tool("export", env_id, data, minari_dir, "--overwrite")
     minari_tool("import", env_id, back, minari_dir, "--overwrite")
     omrl_envs.load_dataset(back / env_id, env_id)
@@ -127,7 +120,7 @@ def test_refusals_and_a_changed_minari_dataset_are_one_line_errors(tmp_path):
     with h5py.File(minari_dir / "omrl" / env_id / "task-07-v0" / "data" / "main_data.hdf5", "a") as f:
         f["episode_1"]["rewards"][3] += 1.0
     proc = minari_tool("import", env_id, back, minari_dir, "--overwrite", check=False)
-    assert_one_line_error(proc, "omrl/point-robot/task-07-v0", "differ from those exported")
+    one_line_error(proc, "omrl/point-robot/task-07-v0", "differ from those exported")
     assert not (back / env_id / omrl_envs.MANIFEST).exists()
 
     # An episode split in two (rows of another episode between): export refuses and leaves no datasets behind
@@ -135,7 +128,7 @@ def test_refusals_and_a_changed_minari_dataset_are_one_line_errors(tmp_path):
     order = np.r_[0:5, 25:30, 5:25, 30 : len(task["rewards"])]
     omrl_envs.write_task_data(data / env_id, env_id, 5, {k: v[order] for k, v in task.items()})
     proc = minari_tool("export", env_id, data, tmp_path / "minari-new", check=False)
-    assert_one_line_error(proc, "task_05.npz", "episode 0 of checkpoint 100", "not in contiguous rows")
+    one_line_error(proc, "task_05.npz", "episode 0 of checkpoint 100", "not in contiguous rows")
     assert not (tmp_path / "minari-new" / "omrl" / env_id).exists()
 
 
@@ -156,4 +149,4 @@ def test_without_minari_installed_is_one_line(tmp_path):
         f"sys.argv = ['minari_datasets.py', 'export', '--data-dir', {str(tmp_path)!r}]\n"
         "runpy.run_path('minari_datasets.py', run_name='__main__')\n"
     )
-    assert_one_line_error(run_script("-c", code, check=False), "Minari is not installed", "requirements-extras.txt")
+    one_line_error(run_script("-c", code, check=False), "Minari is not installed", "requirements-extras.txt")
