@@ -72,7 +72,8 @@ def test_per_env_table_fills_every_table_option_for_every_family(script):
     assert set(module.PRESETS) == {"cpu", "reference"} and module.Args().preset == "cpu"
     for preset, sizes in module.PRESETS.items():
         assert set(sizes) == set(module.PRESETS["cpu"]) and not set(sizes) & set(module.ENV_DEFAULTS)
-        assert left_none - set(sizes) - set(module.ENV_DEFAULTS) == {"run_name", "eval_checkpoint", "eval_output"}
+        unset = {"run_name", "eval_checkpoint", "eval_output", "wandb_entity"}  # None means: not given
+        assert left_none - set(sizes) - set(module.ENV_DEFAULTS) == unset
         for index, env_id in enumerate(omrl_envs.ENV_IDS):
             args = module.resolve_args(module.Args(env_id=env_id, preset=preset))
             for name, values in (sizes | module.ENV_DEFAULTS).items():
