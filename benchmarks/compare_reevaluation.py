@@ -28,15 +28,40 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def script_of(checkpoint: Path) -> str:
-    """The training script that wrote a checkpoint: select.py, or baselines/<exp_name>.py."""
-    exp_name = torch.load(checkpoint, map_location="cpu", weights_only=False)["args"]["exp_name"]
-    return "select.py" if exp_name == "select" else f"baselines/{exp_name}.py"
+def script_of(checkpoint: Path) -> tuple[str, Path]:
+    """The training script that wrote a checkpoint (select.py, or baselines/<exp_name>.py) and its dataset folder, a
+    relative one taken from this checkout (both sides read the same data: none is built in the other checkout)."""
+    args = torch.load(checkpoint, map_location="cpu", weights_only=False)["args"]
+    script = "select.py" if args["exp_name"] == "select" else f"baselines/{args['exp_name']}.py"
+    return script, (ROOT / args["data_dir"]).resolve()
 
 
-def reevaluate(checkout: Path, script: str, checkpoint: Path, output: Path, protocols) -> float:
+ARGS_FIELDS = """import dataclasses, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("script", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(json.dumps([f.name for f in dataclasses.fields(module.Args)]))"""
+
+
+def for_checkout(checkout: Path, script: str, checkpoint: Path, folder: Path) -> Path:
+    """The checkpoint as `checkout`'s script can read it: a copy without the options its Args does not have (added
+    since), or the checkpoint itself."""
+    proc = subprocess.run([sys.executable, "-c", ARGS_FIELDS, script], cwd=checkout, capture_output=True, text=True,
+                          env={**os.environ, **CHILD_ENV}, check=True)  # fmt: skip
+    fields = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if set(saved["args"]) <= fields:
+        return checkpoint
+    saved["args"] = {k: v for k, v in saved["args"].items() if k in fields}
+    copy = folder / f"{checkpoint.parent.name}.pt"
+    torch.save(saved, copy)
+    return copy
+
+
+def reevaluate(checkout: Path, script: str, checkpoint: Path, data_dir: Path, output: Path, protocols) -> float:
     """Seconds of one `--eval-checkpoint` in `checkout` (the whole process: loading the data, the protocols)."""
     command = [sys.executable, script, "--eval-checkpoint", str(checkpoint), "--eval-output", str(output)]
+    command += ["--data-dir", str(data_dir)]
     command += ["--protocols", *protocols] if protocols else []
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=checkout, capture_output=True, text=True, env={**os.environ, **CHILD_ENV})
@@ -84,11 +109,14 @@ def main() -> int:
             print("checkpoint | script | protocol | old return | new return | max |d| per episode | |d| shift")
             for checkpoint in args.checkpoints:
                 checkpoint = checkpoint.resolve()
-                script, seconds = script_of(checkpoint), {"old": [], "new": []}
+                (script, data_dir), seconds = script_of(checkpoint), {"old": [], "new": []}
+                readable = {"old": for_checkout(old_checkout, script, checkpoint, Path(tmp)), "new": checkpoint}
                 for _ in range(args.repeats):
                     for side, checkout in (("old", old_checkout), ("new", ROOT)):
                         output = Path(tmp) / f"{side}.json"
-                        seconds[side].append(reevaluate(checkout, script, checkpoint, output, args.protocols))
+                        seconds[side].append(
+                            reevaluate(checkout, script, readable[side], data_dir, output, args.protocols)
+                        )
                 rows = differences(json.loads((Path(tmp) / "old.json").read_text()),
                                    json.loads((Path(tmp) / "new.json").read_text()))  # fmt: skip
                 name = f"{checkpoint.parent.parent.name}/{checkpoint.parent.name}"
