@@ -801,10 +801,8 @@ def _evaluate(
     # Context-shift diagnostic: distance from the final context's z to the z of the task's offline data, divided by
     # the mean distance between different test tasks' offline z (0: no shift; about 1: as far as another task).
     reference_rng = np.random.default_rng([eval_seed, len(PROTOCOLS)])
-    reference = []
-    for t in test_tasks:
-        draws = reference_rng.integers(0, int(data.counts[t]), size=CONTEXT_SHIFT_REFERENCE_SIZE)
-        reference.append(data.rows[int(data.offsets[t]) + torch.as_tensor(draws, device=device)])
+    offline_rows = getattr(z_inference, "offline_rows", iid_rows)  # as the offline protocol draws its context
+    reference = [offline_rows(data, t, CONTEXT_SHIFT_REFERENCE_SIZE, reference_rng, device) for t in test_tasks]
     reseed(generator, eval_seed, len(PROTOCOLS))
     z_offline = z_inference.z(z_inference.add(z_inference.prior(len(test_tasks)), dict(enumerate(reference))))
     with torch.inference_mode():
