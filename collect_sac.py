@@ -12,6 +12,7 @@
 #   python collect_sac.py --env-id point-robot                      # the Point-Robot dataset: about 1.5 min on CPU
 #   python collect_sac.py --env-id cheetah-vel                      # the "cpu" preset: about half an hour on 2 cores
 #   python collect_sac.py --env-id cheetah-vel --preset reference   # CSRO's scale, for a GPU machine
+#   python collect_sac.py --env-id cheetah-vel --tasks 2 10 22 30 --data-dir data/probes   # a probe of 4 tasks
 #
 # Killing the process and running the same command again continues from the last completed checkpoint interval.
 import copy
@@ -83,6 +84,11 @@ class Args:
     buffers of 1M steps need 114.4 GB, of 300,000 steps 34.3 GB, next to the resume state's copy of one interval
     (5.7 GB) and the learners with their Adam states (3.2 GB). The other families keep all 1M steps: 40 buffers take
     6.7 GB (cheetah-vel) to 10.9 GB (ant-goal))"""
+    tasks: tuple[int, ...] | None = None
+    """a probe: train and collect only these task indices (None: all 40 tasks), to compare collection settings by
+    their learning curves on a few tasks, e.g. --tasks 2 10 22 30 at a tenth of a full collection's env steps. Each
+    learner sees only its own task's data, so a task's curve is the same kind of measurement as in a full collection
+    (with other random streams). Files and manifest use the real task ids; the training scripts refuse a probe"""
     overwrite: bool = False
     """if toggled, delete a finished dataset (or an unfinished run) in <data-dir>/<env-id>/ and start over"""
 
@@ -167,6 +173,23 @@ def resolve_settings(args: Args) -> Preset:
             f"--first-checkpoint must be below --total-steps={cfg.total_steps} (got {cfg.first_checkpoint})"
         )
     return cfg
+
+
+def probe_tasks(args: Args) -> list[int] | None:
+    """The probed task indices in ascending order (None: all tasks), checked: raises ValueError with a one-line
+    message. Sorted, so that the same set is the same probe (the same settings for a resume) in any order."""
+    if args.tasks is None:
+        return None
+    tasks = [int(t) for t in args.tasks]
+    if not tasks:
+        raise ValueError("--tasks needs at least one task index (leave it out for all tasks)")
+    outside = [t for t in tasks if not 0 <= t < omrl_envs.NUM_TASKS]
+    if outside:
+        raise ValueError(f"--tasks must be task indices in [0, {omrl_envs.NUM_TASKS}) (got {outside})")
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        raise ValueError(f"--tasks must not repeat a task (got {repeated} more than once)")
+    return sorted(tasks)
 
 
 def kept_checkpoints(cfg: Preset) -> list[int]:
@@ -372,12 +395,12 @@ class BatchedSAC(nn.Module):
 # Checkpoint episodes: `episodes` per task with the stochastic policy, several envs per task at once
 # ------------------------------------------------------------------------------------------------
 def collect_checkpoint_episodes(
-    learner, envs, episodes, checkpoint, first_episode_id, seed, generator, horizon, obs_dim, act_dim
+    learner, envs, task_ids, episodes, checkpoint, first_episode_id, seed, generator, horizon, obs_dim, act_dim
 ):
-    """Roll out each task's current stochastic policy for `episodes` episodes; envs[t] holds task t's envs (slots),
-    all slots of all tasks stepped with one batched forward per step. Returns {key: array} with `task`, `checkpoint`
-    and `episode` (first_episode_id, first_episode_id + 1, ...) columns, rows ordered by (task, episode), and the
-    mean return per task."""
+    """Roll out each learner's current stochastic policy for `episodes` episodes; envs[t] holds the envs (slots) of
+    learner t, whose task is task_ids[t], all slots of all learners stepped with one batched forward per step.
+    Returns {key: array} with `task` (the real task id), `checkpoint` and `episode` (first_episode_id,
+    first_episode_id + 1, ...) columns, rows ordered by (learner, episode), and the mean return per learner."""
     num_tasks, num_slots = len(envs), len(envs[0])
     obs = np.zeros((num_tasks, num_slots, obs_dim), np.float32)
     active = np.zeros((num_tasks, num_slots), bool)
@@ -397,7 +420,8 @@ def collect_checkpoint_episodes(
     def start_episode(task, slot):
         episode = started[task]
         started[task] += 1
-        obs[task, slot] = envs[task][slot].reset(seed=derived_seed(seed, ROLLOUT_STREAM, task, checkpoint, episode))[0]
+        reset_seed = derived_seed(seed, ROLLOUT_STREAM, task_ids[task], checkpoint, episode)  # a probe's seeds too
+        obs[task, slot] = envs[task][slot].reset(seed=reset_seed)[0]
         active[task, slot], episode_of[task, slot], length[task, slot] = True, episode, 0
 
     for task in range(num_tasks):
@@ -436,7 +460,7 @@ def collect_checkpoint_episodes(
         for episode in range(episodes):
             data = finished[task][episode]
             n = len(data["rewards"])
-            ids = {"task": task, "checkpoint": checkpoint, "episode": first_episode_id + episode}
+            ids = {"task": task_ids[task], "checkpoint": checkpoint, "episode": first_episode_id + episode}
             ids = {k: np.full(n, v) for k, v in ids.items()}
             parts.append({**data, **{k: v.astype(np.int64) for k, v in ids.items()}})
         mean_returns[task] = np.mean([finished[task][e]["rewards"].sum(dtype=np.float64) for e in range(episodes)])
@@ -492,21 +516,22 @@ def code_version() -> dict:
     }
 
 
-def plot_checkpoint_returns(path: Path, env_id: str, checkpoints, returns: np.ndarray):
-    """Mean return of each task's saved episodes per checkpoint (one line per task), the dataset at a glance."""
+def plot_checkpoint_returns(path: Path, env_id: str, checkpoints, returns: np.ndarray, task_ids: list[int], title: str):
+    """Mean return of each task's saved episodes per checkpoint (one line per task, returns[i] of task task_ids[i],
+    coloured by its task id), the dataset at a glance."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.add_subplot()
-    cmap, num_tasks = matplotlib.colormaps["viridis"], len(returns)
-    for task in range(num_tasks):
+    cmap, last_id = matplotlib.colormaps["viridis"], omrl_envs.NUM_TASKS - 1
+    for task, task_returns in zip(task_ids, returns, strict=True):
         style = "--" if task in omrl_envs.TEST_TASKS else "-"
-        ax.plot(checkpoints, returns[task], style, color=cmap(task / max(num_tasks - 1, 1)), lw=0.8, alpha=0.8)
+        ax.plot(checkpoints, task_returns, style, color=cmap(task / last_id), lw=0.8, alpha=0.8)
     ax.plot(checkpoints, returns.mean(0), "k-", lw=2.5, label="mean over tasks")
     if env_id == "point-robot":
-        oracle = np.mean([omrl_envs.oracle_point_robot_return(t) for t in range(num_tasks)])
+        oracle = np.mean([omrl_envs.oracle_point_robot_return(t) for t in task_ids])
         ax.axhline(oracle, color="tab:red", ls=":", label=f"oracle, mean over tasks ({oracle:.2f})")
-    norm = matplotlib.colors.Normalize(0, num_tasks - 1)
+    norm = matplotlib.colors.Normalize(0, last_id)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="task index (dashed: test task)")
-    ax.set(xlabel="SAC env steps per task (checkpoint)", ylabel="mean episode return", title=f"{env_id} dataset")
+    ax.set(xlabel="SAC env steps per task (checkpoint)", ylabel="mean episode return", title=title)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=110))
@@ -521,10 +546,14 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     try:
         cfg = resolve_settings(args)
+        probe = probe_tasks(args)
     except ValueError as e:
         fail(str(e))
     family = omrl_envs.get_family(args.env_id)
-    num_tasks, obs_dim, act_dim = omrl_envs.NUM_TASKS, family.obs_dim, family.act_dim
+    # Learner i trains on task task_ids[i]: its envs, reset seeds, files and manifest entries use the real task id.
+    task_ids = list(range(omrl_envs.NUM_TASKS)) if probe is None else probe
+    num_tasks, obs_dim, act_dim = len(task_ids), family.obs_dim, family.act_dim
+    test = [i for i, task in enumerate(task_ids) if task in omrl_envs.TEST_TASKS]  # learners of test tasks
     checkpoints = kept_checkpoints(cfg)
     last_step = checkpoints[-1]  # steps after the last checkpoint would give no data
 
@@ -544,6 +573,8 @@ if __name__ == "__main__":
     settings = {"env_id": args.env_id, "preset": args.preset, "seed": args.seed, "device": device.type}
     settings |= dataclasses.asdict(cfg) | {"gamma": GAMMA, "tau": TAU, "init_temperature": INIT_TEMPERATURE}
     settings |= {"target_update_every": TARGET_UPDATE_EVERY, "log_std_bounds": [LOG_STD_MIN, LOG_STD_MAX]}
+    if probe is not None:  # a probe's only: a full collection's settings (in its fingerprint) stay as they were
+        settings["tasks"] = probe
 
     # Dataset directory: refuse to touch a finished dataset; resume an unfinished run with the same settings.
     dataset_dir = Path(args.data_dir) / args.env_id
@@ -561,7 +592,8 @@ if __name__ == "__main__":
         resume_state = torch.load(resume_dir / "state.pt", map_location=device, weights_only=True)
         old = resume_state["settings"]
         if old != settings:
-            diff = ", ".join(f"{k}: {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v)
+            keys = {**old, **settings}  # both: a probe's `tasks` is missing from a full run's settings
+            diff = ", ".join(f"{k}: {old.get(k)} -> {settings.get(k)}" for k in keys if old.get(k) != settings.get(k))
             fail(
                 f"{resume_dir} holds an unfinished run with other settings ({diff}); "
                 "rerun with its flags to continue it, or pass --overwrite to start over"
@@ -594,14 +626,14 @@ if __name__ == "__main__":
         buffers.num_added = step
         print(f"resuming {dataset_dir} at env step {step} of {last_step} ({len(checkpoint_returns)} checkpoints done)")
 
-    envs = [omrl_envs.make_env(args.env_id, task) for task in range(num_tasks)]
+    envs = [omrl_envs.make_env(args.env_id, task) for task in task_ids]
     rollout_slots = min(cfg.rollout_envs, cfg.episodes_per_checkpoint)
-    rollout_envs = [[omrl_envs.make_env(args.env_id, task) for _ in range(rollout_slots)] for task in range(num_tasks)]
+    rollout_envs = [[omrl_envs.make_env(args.env_id, task) for _ in range(rollout_slots)] for task in task_ids]
 
     def reset_training_envs(at_step):
         """Training episodes restart at every checkpoint interval, seeded by (seed, task, step): a resumed run
         continues exactly as an uninterrupted one (an episode cut there ends as a truncation: it bootstraps)."""
-        seeds = [derived_seed(args.seed, TRAIN_STREAM, task, at_step) for task in range(num_tasks)]
+        seeds = [derived_seed(args.seed, TRAIN_STREAM, task, at_step) for task in task_ids]
         return np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
 
     obs = reset_training_envs(step)
@@ -650,6 +682,7 @@ if __name__ == "__main__":
                 episodes, returns = collect_checkpoint_episodes(
                     learner,
                     rollout_envs,
+                    task_ids,
                     cfg.episodes_per_checkpoint,
                     step,
                     checkpoints.index(step) * cfg.episodes_per_checkpoint,  # episode ids are unique within a task
@@ -662,7 +695,11 @@ if __name__ == "__main__":
                 save_npz(resume_dir / f"episodes_{step:09d}.npz", episodes)
                 checkpoint_returns[step] = returns.tolist()
                 writer.add_scalar("eval/checkpoint_return", returns.mean(), step)
-                writer.add_scalar("eval/checkpoint_return_test_tasks", returns[list(omrl_envs.TEST_TASKS)].mean(), step)
+                if test:  # a probe may hold no test task
+                    writer.add_scalar("eval/checkpoint_return_test_tasks", returns[test].mean(), step)
+                if probe is not None:  # a probe's point: each task's learning curve
+                    for task, task_return in zip(task_ids, returns, strict=True):
+                        writer.add_scalar(f"eval/checkpoint_return_task_{task:02d}", task_return, step)
                 progress.set_postfix_str(f"env-steps/s={sps} | ckpt {step}: return {returns.mean():.2f}")
             # Resume state: this interval's transitions, then (last, atomically) everything else.
             save_npz(resume_dir / f"replay_{step:09d}.npz", buffers.segment(step - cfg.checkpoint_every, step))
@@ -692,22 +729,25 @@ if __name__ == "__main__":
         with np.load(resume_dir / f"episodes_{checkpoint:09d}.npz") as f:
             parts.append({k: f[k] for k in f.files})
     everything = {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}
-    for task in range(num_tasks):
+    for task in task_ids:
         rows = everything["task"] == task
         data = {k: v[rows] for k, v in everything.items() if k != "task"}
         omrl_envs.write_task_data(dataset_dir, args.env_id, task, data)
-    returns = np.array([checkpoint_returns[c] for c in checkpoints]).T  # (tasks, checkpoints)
-    plot_checkpoint_returns(dataset_dir / "checkpoint_returns.png", args.env_id, checkpoints, returns)
-    test = list(omrl_envs.TEST_TASKS)
+    returns = np.array([checkpoint_returns[c] for c in checkpoints]).T  # (learners, checkpoints)
+    title = f"{args.env_id} dataset" if probe is None else f"{args.env_id} probe of tasks {probe}"
+    plot_checkpoint_returns(dataset_dir / "checkpoint_returns.png", args.env_id, checkpoints, returns, task_ids, title)
+    test_means = returns[test].mean(0).tolist() if test else None  # None: a probe without a test task
+    probe_entry = {} if probe is None else {omrl_envs.PROBE_KEY: probe}  # the mark the training scripts refuse
     manifest = omrl_envs.make_manifest(
         args.env_id,
         seed=args.seed,
         settings=settings,
         code_version=code_version(),
         checkpoints=checkpoints,
-        checkpoint_returns={str(task): returns[task].tolist() for task in range(num_tasks)},
-        checkpoint_returns_mean={"all_tasks": returns.mean(0).tolist(), "test_tasks": returns[test].mean(0).tolist()},
-        transitions_per_task=[int((everything["task"] == t).sum()) for t in range(num_tasks)],
+        **probe_entry,
+        checkpoint_returns={str(task): returns[i].tolist() for i, task in enumerate(task_ids)},
+        checkpoint_returns_mean={"all_tasks": returns.mean(0).tolist(), "test_tasks": test_means},
+        transitions_per_task=[int((everything["task"] == t).sum()) for t in task_ids],
         collection_wall_time_s=round(elapsed_before + time.time() - start_time, 1),
         complete=True,
     )
@@ -716,10 +756,15 @@ if __name__ == "__main__":
     torch.save({"learner": learner.state_dict(), "settings": settings}, run_dir / "sac_learners.pt")
     writer.close()
 
-    print(f"{'checkpoint':>10} {'all tasks':>10} {'test tasks':>10}")
+    # A probe's table adds a column per task (its learning curve) and shows "-" for the mean of no test task.
+    per_task = "" if probe is None else "".join(f" {f'task {task}':>8}" for task in task_ids)
+    print(f"{'checkpoint':>10} {'all tasks':>10} {'test tasks':>10}" + per_task)
     for i, checkpoint in enumerate(checkpoints):
-        print(f"{checkpoint:>10} {returns[:, i].mean():>10.2f} {returns[test, i].mean():>10.2f}")
+        test_mean = f"{returns[test, i].mean():>10.2f}" if test else f"{'-':>10}"
+        per_task = "" if probe is None else "".join(f" {r:>8.2f}" for r in returns[:, i])
+        print(f"{checkpoint:>10} {returns[:, i].mean():>10.2f} {test_mean}" + per_task)
+    what = f"{num_tasks} tasks" if probe is None else f"a probe of tasks {probe}"
     print(
-        f"wrote {dataset_dir} ({num_tasks} tasks, {len(everything['task']) // num_tasks} transitions per task) "
+        f"wrote {dataset_dir} ({what}, {len(everything['task']) // num_tasks} transitions per task) "
         f"in {manifest['collection_wall_time_s']:.0f} s"
     )

@@ -370,6 +370,7 @@ def oracle_point_robot_return(task_index: int) -> float:
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
 ID_KEYS = ("checkpoint", "episode")
 MANIFEST = "manifest.json"
+PROBE_KEY = "probe_tasks"  # in a probe's manifest only (collect_sac.py --tasks): the few tasks it holds
 
 
 def task_file(dataset_dir: Path, task_index: int) -> Path:
@@ -457,7 +458,10 @@ def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
     return path
 
 
-def read_manifest(dataset_dir: Path, env_id: str) -> dict:
+def read_manifest(dataset_dir: Path, env_id: str, allow_probe: bool = False) -> dict:
+    """Read and validate a dataset's manifest. A probe (collect_sac.py --tasks: a few tasks, for comparing collection
+    settings) is refused unless allow_probe: the training scripts, which read their data through here, need all 40
+    tasks, and would otherwise fail later on a missing task file with a misleading "rebuild" hint."""
     path = Path(dataset_dir) / MANIFEST
     if not path.is_file():
         raise DatasetError(
@@ -471,6 +475,16 @@ def read_manifest(dataset_dir: Path, env_id: str) -> dict:
         raise DatasetError(f"{path}: corrupt manifest (not a JSON object)")
     if manifest.get("env_id") != env_id:
         raise DatasetError(f"{path}: manifest is for env {manifest.get('env_id')!r}, not {env_id!r}")
+    probe = manifest.get(PROBE_KEY)
+    if probe is not None:
+        indices = isinstance(probe, list) and all(type(t) is int and 0 <= t < NUM_TASKS for t in probe)
+        if not indices or not probe or len(set(probe)) != len(probe):
+            raise DatasetError(f"{path}: {PROBE_KEY} must list distinct task indices in [0, {NUM_TASKS})")
+        if not allow_probe:
+            raise DatasetError(
+                f"{dataset_dir} is a probe of tasks {probe} (collect_sac.py --tasks), not a dataset of all "
+                f"{NUM_TASKS} tasks: build one without --tasks"
+            )
     if manifest.get("train_tasks") != list(TRAIN_TASKS) or manifest.get("test_tasks") != list(TEST_TASKS):
         raise DatasetError(f"{path}: train/test split differs from the registry's")
     tasks = manifest.get("tasks")

@@ -1,5 +1,5 @@
 """collect_sac.py: tiny end-to-end collections of every family, kill and resume, independence of the task learners,
-same seed -> same dataset, a learning signal, and one-line errors for bad input."""
+same seed -> same dataset, a learning signal, probes of a few tasks, and one-line errors for bad input."""
 
 import json
 import os
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, load_script, run_script
+from test_select import TINY as SELECT_TINY
 
 import omrl_envs
 
@@ -50,13 +51,20 @@ def expected_checkpoints(settings):
     return list(range(first, stop, every))
 
 
-def check_dataset(dataset_dir, env_id, settings):
-    """The dataset validates; every task has exactly the expected checkpoints and episodes, none lost or repeated."""
-    manifest, data = omrl_envs.load_dataset(dataset_dir, env_id)
+def check_dataset(dataset_dir, env_id, settings, probe=None):
+    """The dataset validates; every task has exactly the expected checkpoints and episodes, none lost or repeated.
+    A probe (its task ids): those tasks' files alone."""
+    if probe is None:
+        manifest, data = omrl_envs.load_dataset(dataset_dir, env_id)
+    else:
+        manifest = omrl_envs.read_manifest(dataset_dir, env_id, allow_probe=True)
+        data = {task: omrl_envs.read_task_data(dataset_dir, env_id, task) for task in probe}
+    tasks = range(omrl_envs.NUM_TASKS) if probe is None else probe
+    assert sorted(f.name for f in dataset_dir.glob("task_*.npz")) == [f"task_{t:02d}.npz" for t in sorted(tasks)]
     checkpoints = expected_checkpoints(settings)
     episodes = settings["--episodes-per-checkpoint"]
     assert manifest["complete"] is True and manifest["checkpoints"] == checkpoints
-    assert set(manifest["checkpoint_returns"]) == {str(t) for t in range(omrl_envs.NUM_TASKS)}
+    assert set(manifest["checkpoint_returns"]) == {str(t) for t in tasks}
     assert manifest["seed"] == 0 and manifest["code_version"]["collect_sac_sha256"]
     horizon = omrl_envs.FAMILIES[env_id].horizon
     for task, arrays in data.items():
@@ -100,6 +108,8 @@ def test_point_robot_end_to_end(tmp_path):
     proc = collect(tmp_path)
     manifest, data = check_dataset(tmp_path / "point-robot", "point-robot", TINY)
     assert manifest["settings"]["hidden_dim"] == 16 and manifest["settings"]["learning_rate"] == 1e-3
+    # Not a probe: no mark, and the settings (in the dataset's fingerprint) as before the option existed.
+    assert omrl_envs.PROBE_KEY not in manifest and "tasks" not in manifest["settings"]
     for arrays in data.values():  # Point-Robot never terminates: 20-step episodes ending in a truncation
         assert len(arrays["rewards"]) == 3 * 3 * 20
         assert not arrays["terminations"].any() and arrays["truncations"].sum() == 3 * 3
@@ -202,6 +212,56 @@ def collect_sac():
     return load_script("collect_sac.py", "collect_sac_module")
 
 
+def test_probe_of_two_tasks(tmp_path):
+    """--tasks 5 2: only tasks 2 and 5 (sorted), under their real ids everywhere; the training scripts refuse it."""
+    proc = collect(tmp_path, "point-robot", TINY, "--tasks", "5", "2")
+    dataset_dir = tmp_path / "point-robot"
+    manifest, data = check_dataset(dataset_dir, "point-robot", TINY, probe=[2, 5])
+    assert manifest[omrl_envs.PROBE_KEY] == [2, 5] and manifest["settings"]["tasks"] == [2, 5]
+    assert manifest["transitions_per_task"] == [3 * 3 * 20] * 2
+    returns = manifest["checkpoint_returns"]
+    means = manifest["checkpoint_returns_mean"]
+    assert means["test_tasks"] == returns["2"]  # task 2 is the probe's only test task
+    assert np.allclose(means["all_tasks"], np.mean([returns["2"], returns["5"]], axis=0))
+    for task, arrays in data.items():  # each learner stepped its own task's env: rewards are -|s' - its goal|
+        goal = omrl_envs.task_list("point-robot")[task]["goal"]
+        distance = np.linalg.norm(arrays["next_observations"] - np.float32(goal), axis=1)
+        np.testing.assert_allclose(arrays["rewards"], -distance, rtol=1e-5, err_msg=f"task {task}")
+
+    # The table: the means and a column per probed task, in the manifest's numbers.
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split() == ["checkpoint", "all", "tasks", "test", "tasks", "task", "2", "task", "5"]
+    for i, (line, checkpoint) in enumerate(zip(lines[1:4], expected_checkpoints(TINY), strict=True)):
+        expected = [checkpoint, means["all_tasks"][i], means["test_tasks"][i], returns["2"][i], returns["5"][i]]
+        assert np.allclose([float(x) for x in line.split()], expected, atol=0.006), line
+    assert "a probe of tasks [2, 5]" in lines[4]
+
+    proc = run_script("select.py", "--env-id", "point-robot", "--data-dir", tmp_path, "--runs-dir", tmp_path / "runs",
+                      *SELECT_TINY, check=False, timeout=300)  # fmt: skip
+    one_line_error(proc, f"{dataset_dir} is a probe of tasks [2, 5]", "not a dataset of all 40", "without --tasks")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ant_goal_probe_without_test_tasks(tmp_path, collect_sac):
+    """A probe of train tasks only (test means null, "-" in the table): reset seeds are the real tasks' (its checkpoint
+    episode starts where a full collection's does), and ant_goal_diagnosis.py reads it, reporting its tasks only."""
+    proc = collect(tmp_path, "ant-goal", TINY_MUJOCO, "--tasks", "3", "1")
+    dataset_dir = tmp_path / "ant-goal"
+    manifest, data = check_dataset(dataset_dir, "ant-goal", TINY_MUJOCO, probe=[1, 3])
+    mean = manifest["checkpoint_returns_mean"]["all_tasks"][0]
+    assert manifest["checkpoint_returns_mean"]["test_tasks"] is None
+    assert proc.stdout.splitlines()[1].split()[:3] == ["40", f"{mean:.2f}", "-"]
+    for task, arrays in data.items():
+        seed = collect_sac.derived_seed(0, collect_sac.ROLLOUT_STREAM, task, 40, 0)  # checkpoint 40, episode 0
+        start = omrl_envs.make_env("ant-goal", task).reset(seed=seed)[0].astype(np.float32)
+        np.testing.assert_array_equal(arrays["observations"][0], start, err_msg=f"task {task}")
+
+    out = run_script("benchmarks/ant_goal_diagnosis.py", "--data-dir", tmp_path, "data", timeout=300).stdout
+    assert "a probe of tasks [1, 3] (test tasks among them: [])" in out.splitlines()[0]
+    rows = [line for line in out.splitlines() if line.startswith("| 40 ")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| 40", "all (2 episodes)"]]  # no test task: no test row
+
+
 def test_replay_capacity_fits_64_gb_at_every_preset(collect_sac):
     """Humanoid's reference replay is capped (40 x 1M transitions of 2,860 bytes would be 114 GB); every other
     family and preset keeps every step, as the reference, and fits too."""
@@ -276,6 +336,10 @@ def test_learners_are_independent(collect_sac):
         (["--random-steps", "6000"], "--random-steps must be between 0 and --total-steps"),
         (["--first-checkpoint", "2250"], "--first-checkpoint must be a multiple of --checkpoint-every"),
         (["--first-checkpoint", "5000"], "--first-checkpoint must be below --total-steps"),
+        (["--tasks", "40"], "--tasks must be task indices in [0, 40) (got [40])"),
+        (["--tasks", "3", "-1"], "--tasks must be task indices in [0, 40) (got [-1])"),
+        (["--tasks", "3", "7", "3"], "--tasks must not repeat a task (got [3] more than once)"),
+        (["--tasks"], "--tasks needs at least one task index"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, flags, fragment):
