@@ -132,6 +132,7 @@ class Recorder(gym.Wrapper):
     def __init__(self, env, task: int, log: list):
         super().__init__(env)
         self.task, self.log, self.steps = task, log, None
+        self.goal = omrl_envs.task_list(ENV_ID)[task]["goal"]
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -145,7 +146,7 @@ class Recorder(gym.Wrapper):
         self.steps["rewards"].append(reward)
         if terminated or truncated:
             o, a, r = np.array(self.steps["obs"]), np.array(self.steps["actions"]), np.array(self.steps["rewards"])
-            stats = episode_statistics(o[:-1], a, r, o[-1], omrl_envs.task_list(ENV_ID)[self.task]["goal"])
+            stats = episode_statistics(o[:-1], a, r, o[-1], self.goal)
             self.log.append({"env": id(self), "task": self.task, "start": o[0], "rewards": r, **stats})
         return obs, reward, terminated, truncated, info
 
