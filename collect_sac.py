@@ -119,7 +119,7 @@ PRESETS = {
     ("point-robot", "reference"):        Preset(    5_000,   2_000,    200,   2_200, 50, 1024, 1024, 1e-4,    None, 50),
     ("cheetah-vel", "cpu"):              Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
     ("cheetah-vel", "reference"):        Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4,    None, 10),
-    ("ant-goal", "cpu"):                 Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
+    ("ant-goal", "cpu"):                 Preset(  100_000,   5_000,  5_000,  10_000,  5,  128,  128, 3e-4,    None, 10),
     ("ant-goal", "reference"):           Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4,    None, 10),
     ("ant-dir", "cpu"):                  Preset(   50_000,   5_000,  5_000,  10_000, 10,   64,  128, 1e-3,    None, 10),
     ("ant-dir", "reference"):            Preset(1_000_000,  50_000, 50_000, 100_000, 50, 1024, 1024, 1e-4,    None, 10),
@@ -132,6 +132,10 @@ PRESETS = {
 }  # ant-dir is not in CSRO: its reference row is ant-goal's. Humanoid's replay: capped for 64 GB (Args.buffer_size).
 # Humanoid's cpu row: half the steps and batch of the others (its 348-dim updates made 50,000 steps take 90 min here),
 # 20 episodes per checkpoint (its episodes end early).
+# Ant-goal's cpu row: chosen by probes of 4 test tasks (collect_sac.py --tasks, docs/families-and-datasets.md): at
+# 2x64 / 1e-3 SAC stalled near -350 to -400 with rising control cost; 2x128 / 3e-4 learns twice as fast (-330 at 40k,
+# -284 at 90k steps) and 100,000 steps of it fit 150 minutes on one core. 5 episodes per checkpoint: the 18 checkpoints
+# (the reference's count) hold 18,000 transitions per task, about what the other rows keep.
 # fmt: on
 # SAC constants of the reference (pytorch_sac's config/agent/sac.yaml), the same in every preset.
 GAMMA = 0.99

@@ -111,7 +111,7 @@ def test_presets_keep_the_sizes_of_every_run_so_far(script):
     assert resolved("ant-goal", "reference") == (512, 10, 256, (256,) * 3, 210_000, 5_000)
     for env_id in ("ant-dir", "humanoid-dir", "hopper-rand-params", "walker-rand-params"):
         assert resolved(env_id, "reference") == (256, 16, 256, (256,) * 3, 105_000, 5_000)
-    assert resolved("ant-goal", "cpu") == (100, 10, 64, (128,) * 3, 10_000, 1_000)
+    assert resolved("ant-goal", "cpu") == (100, 10, 64, (128,) * 3, 20_000, 2_500)
     for env_id, steps in (("cheetah-vel", 7_000), ("ant-dir", 7_000), ("humanoid-dir", 4_000)):
         assert resolved(env_id, "cpu") == (100, 16, 64, (128,) * 3, steps, 1_000)
     for env_id in ("hopper-rand-params", "walker-rand-params"):
