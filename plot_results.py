@@ -318,7 +318,10 @@ def fmt(x: float, sign: bool = False) -> str:
 
 
 def mean_std(values) -> str:
-    return f"{fmt(np.mean(values))} ± {fmt(sample_std(values))}" if len(values) else "–"
+    """mean ± sample std; one value has no spread ("± –"), none is "–"."""
+    if not len(values):
+        return "–"
+    return f"{fmt(np.mean(values))} ± {fmt(sample_std(values)) if len(values) > 1 else '–'}"
 
 
 def mean_or_dash(values) -> str:
@@ -468,7 +471,8 @@ def env_anchors(env_id: str, methods: dict) -> dict:
 def methods_table(env_id: str, methods: dict, base: list[str], protocols) -> list[str]:
     anchors = env_anchors(env_id, methods)
     caption = (
-        "Final evaluation on the test tasks: return, mean ± sample std over seeds; [mean context-shift ratio];"
+        "Final evaluation on the test tasks: return, mean ± sample std over seeds (± –: one seed);"
+        " [mean context-shift ratio];"
         " (best: the best evaluation of the seed-mean curve)."
     )
     if anchors:
@@ -545,7 +549,7 @@ def plateau_table(methods: dict, base: list[str], protocols) -> list[str]:
         " evaluation step (RL steps) after which the seed-mean `offline` curve never again rises by more than"
         f" {PLATEAU_RISE:.0%} of the dataset's first-to-last checkpoint range ({where}) above its best so far; still"
         " rising: its last evaluation is such a rise. Late mean: each seed's mean return over its last"
-        f" {LATE_EVALUATIONS} evaluations, then mean ± sample std over seeds."
+        f" {LATE_EVALUATIONS} evaluations, then mean ± sample std over seeds (± –: one seed)."
     )
     return [caption, "", *table(["method", "seeds", "steps", "plateau", *protocols], rows), ""]
 

@@ -216,6 +216,12 @@ def test_pretraining_steps_come_before_the_rl_steps(tmp_path, monkeypatch):
     assert pr.pretraining_steps({"generative_steps": 1000, "encoder_steps": 10_000}) == 11_000  # CORRO's
 
 
+def test_mean_std_cells():
+    assert pr.mean_std([1.0, 3.0]) == "2.00 ± 1.41"  # sample std (ddof 1): sqrt(2)
+    assert pr.mean_std([-4.4]) == "-4.40 ± –"  # one seed has no spread, not a spread of 0
+    assert pr.mean_std([]) == "–"
+
+
 @needs_rliable
 def test_bootstrap_known_cases():
     scores = np.tile(np.linspace(-8.0, -4.0, 10), (3, 1))  # every seed scores the same on each task
@@ -262,7 +268,7 @@ def test_without_rliable_plain_means_and_says_so(tmp_path, monkeypatch):
     tables = pr.results_tables(results)
     assert "rliable is not importable here: no interval or probability of improvement was computed" in tables
     finals = np.array(list(SELECT.values()))
-    offline = f"{finals.mean() + 16:+.2f} ({mean_std(finals)} vs -16.00 ± 0.00)"
+    offline = f"{finals.mean() + 16:+.2f} ({mean_std(finals)} vs -16.00 ± –)"
     assert row(tables, "select − offpearl").startswith(f"| select − offpearl | {offline} |")
 
 
@@ -307,7 +313,7 @@ def test_command_figures_and_readme_round_trip(tmp_path):
     assert "| cheetah-vel | 1 | 2,000 | – | – | – (-4.4) |" in summary  # focal ran only the offline protocol there
     assert "| point-robot | 1-3 | 2,000 | **-8.2** (-5.2) | -9.0 (-9.0) | – |" in summary
     assert "### " not in (pages / "results" / "cheetah-vel.md").read_text()
-    assert "| focal | 1 | 2,000 | -4.40 ± 0.00" in (pages / "results" / "cheetah-vel.md").read_text()
+    assert "| focal | 1 | 2,000 | -4.40 ± –" in (pages / "results" / "cheetah-vel.md").read_text()
     run_script(*args, "--check-readme", readme, pages)
 
 
@@ -401,7 +407,7 @@ def test_tensorboard_run_directories(tmp_path, monkeypatch):
     (runs / "unfinished").mkdir()  # a run without args.json is ignored
     tables = pr.results_tables(tmp_path / "no-results", runs_dir=runs)
     assert row(tables, "select") == f"| select | 3 | 2,000 | {expected_cell([-4.0, -5.0, -6.0], 0.25, -5.0)} |"
-    assert row(tables, "select-bc-none") == "| select-bc-none | select | 2,000 | 1 | -8.00 ± 0.00 [0.25] |"
+    assert row(tables, "select-bc-none") == "| select-bc-none | select | 2,000 | 1 | -8.00 ± – [0.25] |"
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +425,7 @@ def test_tiny_real_run_from_its_run_directory_and_as_a_result_file(tiny_run, tmp
     final = json.loads((tiny_run / "final_eval.json").read_text())
     history = [json.loads(line) for line in (tiny_run / "eval_history.jsonl").read_text().splitlines()]
     finals = [final["protocols"][p] for p in pr.PROTOCOLS]
-    cells = [f"{pr.fmt(r['return'])} ± 0.00 [{pr.fmt(r['context_shift'])}]" for r in finals]
+    cells = [f"{pr.fmt(r['return'])} ± – [{pr.fmt(r['context_shift'])}]" for r in finals]
 
     from_run_dir = pr.results_tables(tmp_path / "no-results", runs_dir=tiny_run.parent)
     assert [c.split(" (best")[0] for c in row(from_run_dir, "select").split(" | ")[3:]] == cells
