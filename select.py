@@ -260,13 +260,14 @@ class OfflineData:
 
 def ensure_dataset(env_id: str, data_dir: str) -> Path:
     """The dataset directory; a missing dataset is built first by collect_sac.py at its default (cpu) preset, in
-    view: about a minute for Point-Robot, 20-32 minutes for each MuJoCo family measured on a 2-core CPU
-    (docs/families-and-datasets.md)."""
+    view: about a minute for Point-Robot, about 160 minutes for Ant-Goal, 20-32 minutes for each other MuJoCo family
+    measured on a 2-core CPU (docs/families-and-datasets.md)."""
     dataset_dir = Path(data_dir) / env_id
     if (dataset_dir / omrl_envs.MANIFEST).is_file():
         return dataset_dir
     command = f"python collect_sac.py --env-id {env_id} --data-dir {data_dir}"
-    cost = "about a minute" if env_id == "point-robot" else "20-32 minutes for a MuJoCo family on a 2-core CPU"
+    costs = {"point-robot": "about a minute", "ant-goal": "about 160 minutes on a 2-core CPU"}
+    cost = costs.get(env_id, "20-32 minutes for a MuJoCo family on a 2-core CPU")
     collector = Path(omrl_envs.__file__).resolve().with_name("collect_sac.py")  # beside the registry
     if not collector.is_file():
         raise SystemExit(
