@@ -115,6 +115,25 @@ BUDGETS = {
     },
 }
 
+# A budget counts RL steps, every method's; a script that pre-trains (CORRO, BOReL) counts its pre-training in
+# --num-train-steps, so the runner adds it on top: its pre-training flags and their defaults in the script (a run's
+# flags override them; a test checks the defaults against the scripts).
+PRETRAINING = {
+    "baselines/corro.py": {"--generative-steps": 1_000, "--encoder-steps": 10_000},
+    "baselines/borel.py": {"--vae-steps": 2_000},
+}
+
+
+def pretraining_steps(script: str, flags) -> int:
+    """The pre-training steps of a run of `script` with these flags (the last value of a flag wins)."""
+    total = 0
+    for flag, default in PRETRAINING.get(script, {}).items():
+        values = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == flag]
+        values += [f.split("=", 1)[1] for f in flags if f.startswith(flag + "=")]
+        total += int(values[-1]) if values else default
+    return total
+
+
 FINAL, REEVAL, ATTEMPTS = "final_eval.json", "reeval.json", "study_attempts.json"  # files in a run directory
 HEADER = "==== study.py"  # starts the line the runner writes into a run's log before each attempt
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # torch: 1 intra-op thread
@@ -185,6 +204,7 @@ class Study:
                        "--run-name", run.name]  # fmt: skip
             if run.env_id in BUDGETS[self.budget]:
                 steps, eval_every = BUDGETS[self.budget][run.env_id]
+                steps += pretraining_steps(run.script, [*run.flags, *self.study_flags])  # RL steps + pre-training
                 command += ["--num-train-steps", str(steps), "--eval-every", str(eval_every)]
         return [sys.executable, *command, *run.flags, *self.study_flags]
 

@@ -107,6 +107,14 @@ def test_long_budget_sets_steps_per_env_and_its_own_folders(tmp_path):
     commands = {e: s.command(study.Run(e, "csro", 1, "baselines/csro.py")) for e in ("cheetah-vel", "humanoid-dir")}
     assert commands["cheetah-vel"][-4:] == ["--num-train-steps", "30000", "--eval-every", "2500"]
     assert commands["humanoid-dir"][-4:] == ["--num-train-steps", "12000", "--eval-every", "2000"]
+    # the budget counts RL steps: CORRO's and BOReL's pre-training (their scripts' defaults, or a run's flags) on top
+    corro, borel = (study.Run("cheetah-vel", m, 1, f"baselines/{m}.py") for m in ("corro", "borel"))
+    assert s.command(corro)[-4:-2] == ["--num-train-steps", str(30_000 + 1_000 + 10_000)]
+    assert s.command(borel)[-4:-2] == ["--num-train-steps", str(30_000 + 2_000)]
+    vae6000 = study.Run("humanoid-dir", "borel-vae6000", 1, "baselines/borel.py", ("--vae-steps", "6000"))
+    assert s.command(vae6000)[-6:-4] == ["--num-train-steps", str(12_000 + 6_000)]
+    flagged = study.Study(Path("/r"), Path("/res"), Path("/d"), ("--encoder-steps=500",), budget="long")
+    assert flagged.command(corro)[-5:-3] == ["--num-train-steps", str(30_000 + 1_000 + 500)]
     # a method's own flags and --flags come after the budget's, and so win
     assert study.Study(Path("/r"), Path("/res"), Path("/d"), ("--eval-every", "5000"), budget="long").command(
         study.Run("hopper-rand-params", "select", 2, "select.py")
@@ -125,6 +133,14 @@ def test_long_budget_sets_steps_per_env_and_its_own_folders(tmp_path):
     assert "total 1 runs: 0 done" in quick  # the quick budget's folder is another
     proc = run_study(tmp_path, None, "--envs", "point-robot", "--budget", "long", command="status", check=False)
     assert proc.returncode == 2 and "--budget long has no steps for point-robot" in proc.stderr
+
+
+def test_pretraining_defaults_are_the_scripts():
+    """study.PRETRAINING's defaults are the pre-training steps of the scripts' own Args."""
+    for script, flags in study.PRETRAINING.items():
+        args = load_script(script, f"pretraining_{Path(script).stem}").Args()
+        for flag, default in flags.items():
+            assert getattr(args, flag[2:].replace("-", "_")) == default, (script, flag)
 
 
 def test_result_files_carry_no_path_of_the_machine(tmp_path):
