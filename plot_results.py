@@ -12,8 +12,8 @@ study runner) and, with `--runs-dir`, the TensorBoard run directories of work in
     re-evaluate. An ablation or a re-evaluation is never merged into its base method.
 `--readme README.md docs` replaces each block between the lines `<!-- results:<env_id> -->` and
 `<!-- /results:<env_id> -->` in those Markdown files (a folder: every .md file in it) with that env's tables, and the
-block `<!-- results:summary -->` with the family x method summary table; `--check-readme README.md docs` exits 1 when
-such a block is out of date.
+block `<!-- results:summary -->` with the family x method summary table (with --block-prefix P, the blocks named
+P<env_id> and Psummary); `--check-readme README.md docs` exits 1 when such a block is out of date.
 
     python plot_results.py                                   # results/ -> docs/*.png, docs/tables.md
     python plot_results.py --runs-dir runs --out-dir plots   # the runs in progress too
@@ -70,8 +70,8 @@ class Args:
     """write nothing; exit 1 if a marked results block in these files (as --readme) differs from what would be
     generated"""
     block_prefix: str = ""
-    """the README blocks of these results are named <block-prefix><env-id> (e.g. fidelity/ for --results-dir
-    results/fidelity); the blocks of other prefixes are left alone"""
+    """the README blocks of these results are named <block-prefix><env-id> and <block-prefix>summary (e.g.
+    fidelity/ for --results-dir results/fidelity); the blocks of other prefixes are left alone"""
     training_tags: tuple[str, ...] = ()
     """also plot these training scalars of the result files (e.g. charts/brac_alpha), mean over seeds, one panel
     each, to <out-dir>/<env-id>_training.png"""
@@ -1076,7 +1076,7 @@ def main(args: Args) -> None:
     grouped = group_runs(load_runs(args.results_dir, args.runs_dir), args.env_ids)
     readmes, checked = markdown_files(args.readme), markdown_files(args.check_readme)
     _, rliable_error = load_rliable()
-    summary = {} if args.block_prefix else {"summary": summary_table(grouped)}
+    summary = {"summary": summary_table(grouped)}  # the block <prefix>summary, where a page marks one
     if checked:
         blocks = {e: env_tables(e, m, protocols, args.methods, args.bootstrap_reps) for e, m in grouped.items()}
         for path in checked:

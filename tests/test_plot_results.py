@@ -316,6 +316,14 @@ def test_command_figures_and_readme_round_trip(tmp_path):
     assert "| focal | 1 | 2,000 | -4.40 ± –" in (pages / "results" / "cheetah-vel.md").read_text()
     run_script(*args, "--check-readme", readme, pages)
 
+    # a study in a subfolder (--block-prefix long/) writes its own summary block; the plain one stays as it is
+    readme.write_text(summary + "\n<!-- results:long/summary -->\n<!-- /results:long/summary -->\n")
+    pr.main(pr.Args(results_dir=str(results), out_dir=str(tmp_path / "long"), bootstrap_reps=200,
+                    block_prefix="long/", readme=(str(readme),)))  # fmt: skip
+    table = summary.split("<!-- results:summary -->\n")[1].split("<!-- /results:summary -->")[0]
+    assert readme.read_text() == summary + f"\n<!-- results:long/summary -->\n{table}<!-- /results:long/summary -->\n"
+    pr.main(pr.Args(results_dir=str(results), bootstrap_reps=200, block_prefix="long/", check_readme=(str(readme),)))
+
 
 def test_readme_blocks_in_process():
     blocks = {"point-robot": "table\n"}
