@@ -923,13 +923,16 @@ def summary_table(grouped: dict) -> str:
             first, second = (means[m][p] for p in SUMMARY_PROTOCOLS)
             text = "–" if first is None else f"{first:.1f}"
             text = f"**{text}**" if first is not None and first == max(headline) else text
-            cells.append(text + ("" if second is None else f" ({second:.1f})"))
-        spans = [f"{x[0]:,}" if x[0] == x[-1] else f"{x[0]:,}-{x[-1]:,}" for x in (seeds, steps)]
+            fewer = len(base[m]) < seeds[-1]  # a method with fewer seeds than the line's most says so in its cell
+            count = f" [{len(base[m])} seed{'s' * (len(base[m]) > 1)}]" if fewer else ""
+            cells.append(text + ("" if second is None else f" ({second:.1f})") + count)
+        spans = [f"{seeds[-1]:,}", f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}-{steps[-1]:,}"]
         rows.append([env_id, *spans, *cells])
     caption = (
         f"Final return on the test tasks, mean over seeds: `{SUMMARY_PROTOCOLS[0]}` (`{SUMMARY_PROTOCOLS[1]}` in"
-        " brackets); the best `online-proximal` of each family in bold. RL steps: the training budget (CORRO and BOReL"
-        " pre-train on top). Per-family pages have the spread over seeds, the intervals and the other protocols."
+        " brackets); the best `online-proximal` of each family in bold. Seeds: the most any method of the line has; a"
+        " method with fewer says so in its cell ([1 seed]). RL steps: the training budget (CORRO and BOReL pre-train"
+        " on top). Per-family pages have the spread over seeds, the intervals and the other protocols."
     )
     return "\n".join([caption, "", *table(["family", "seeds", "RL steps", *methods], rows)]) + "\n"
 
@@ -1001,6 +1004,25 @@ def style_axis(ax, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
+SPARE_COLORS = ("black", "gold", "darkcyan", "magenta", "saddlebrown", "lime", "navy", "salmon")
+
+
+def method_colors(plotted: dict) -> dict:
+    """Per env, a colour per method: a base method has the same colour in every figure (C0, C1, ..., then
+    SPARE_COLORS, in table order); a figure's variants take the colours after the base methods', so that no two
+    curves of one figure share a colour however many variants other envs have (up to 18 curves)."""
+    palette = [f"C{i}" for i in range(10)] + list(SPARE_COLORS)
+    bases = ordered({m for ms in plotted.values() for m, runs in ms.items() if is_base(runs)})
+    base = {m: palette[i % len(palette)] for i, m in enumerate(bases)}
+    spare = palette[len(bases) :] or palette
+    colors = {}
+    for env_id, methods in plotted.items():
+        variants = [m for m in ordered(methods) if m not in base and is_training(methods[m])]
+        reevaluations = {m: "0.5" for m in methods if not is_training(methods[m])}  # no curve, no colour taken
+        colors[env_id] = {**base, **reevaluations, **{m: spare[i % len(spare)] for i, m in enumerate(variants)}}
+    return colors
+
+
 def plot_env(env_id: str, methods: dict, protocols, colors: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -1049,7 +1071,7 @@ def plot_training(env_id: str, methods: dict, tags, colors: dict, path: Path) ->
 
 
 def plot_summary(grouped: dict, colors: dict, path: Path) -> None:
-    """Per env, each base method's online protocol with the highest mean final return."""
+    """Per env, each base method's online protocol with the highest mean final return (colors: method_colors)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(grouped), figsize=(4.8 * len(grouped), 3.6), squeeze=False)
@@ -1058,7 +1080,7 @@ def plot_summary(grouped: dict, colors: dict, path: Path) -> None:
             online = [p for p in ONLINE_PROTOCOLS if any(p in r.final for r in runs)]
             if is_base(runs) and online:
                 best = max(online, key=lambda p: np.mean([r.final[p]["return"] for r in runs if p in r.final]))
-                draw_curve(ax, runs, best, f"{method}: {best}", colors[method])
+                draw_curve(ax, runs, best, f"{method}: {best}", colors[env_id][method])
         draw_anchors(ax, env_anchors(env_id, methods))
         style_axis(ax, env_id)
         ax.legend(fontsize=7)
@@ -1095,12 +1117,13 @@ def main(args: Args) -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = {e: {m: r for m, r in ms.items() if not args.methods or m in args.methods} for e, ms in grouped.items()}
-    colors = {m: f"C{i % 10}" for i, m in enumerate(ordered({m for ms in plotted.values() for m in ms}))}
+    colors = method_colors(plotted)
     blocks = {}
     for env_id, methods in grouped.items():
-        plot_env(env_id, plotted[env_id], protocols, colors, out_dir / f"{env_id}.png")
+        plot_env(env_id, plotted[env_id], protocols, colors[env_id], out_dir / f"{env_id}.png")
         if args.training_tags:
-            plot_training(env_id, plotted[env_id], args.training_tags, colors, out_dir / f"{env_id}_training.png")
+            path = out_dir / f"{env_id}_training.png"
+            plot_training(env_id, plotted[env_id], args.training_tags, colors[env_id], path)
         blocks[env_id] = env_tables(env_id, methods, protocols, args.methods, args.bootstrap_reps)
     plot_summary(plotted, colors, out_dir / "summary.png")
     report = "\n".join(f"### {e}\n\n{b}" for e, b in blocks.items())

@@ -222,6 +222,28 @@ def test_mean_std_cells():
     assert pr.mean_std([]) == "–"
 
 
+def test_method_colors_one_per_curve_and_base_methods_alike_everywhere():
+    from types import SimpleNamespace
+
+    def runs(variant_of=None, reevaluates=None):
+        return [SimpleNamespace(reevaluates=reevaluates, variant_of=variant_of)]
+
+    bases = {m: runs() for m in ("select", "csro", "focal", "offpearl", "corro", "borel")}
+    ablations = {f"select-ablation-{i}": runs("select") for i in range(6)}  # more than the 4 spare C colours
+    sigma = {"select-sigma0.1": runs(reevaluates="select")}  # a re-evaluation has no curve: it takes no colour
+    plotted = {"point-robot": {**bases, **sigma, **ablations}, "cheetah-vel": {**bases, "borel-vae6000": runs("borel")}}
+    colors = pr.method_colors(plotted)
+    for env_id, methods in plotted.items():
+        curves = [m for m in methods if m not in sigma]
+        assert len({colors[env_id][m] for m in curves}) == len(curves), env_id  # no two curves share a colour
+    assert all(colors["point-robot"][m] == colors["cheetah-vel"][m] == f"C{i}" for i, m in enumerate(bases))
+    spare = ["C6", "C7", "C8", "C9", "black", "gold"]
+    assert [colors["point-robot"][f"select-ablation-{i}"] for i in range(6)] == spare
+    assert colors["cheetah-vel"]["borel-vae6000"] == "C6"  # each figure's variants from the first spare colour
+    many = pr.method_colors({"cheetah-vel": {f"method-{i:02d}": runs() for i in range(12)}})["cheetah-vel"]
+    assert list(many.values())[9:] == ["C9", "black", "gold"]  # more than 10 base methods: no colour twice
+
+
 @needs_rliable
 def test_bootstrap_known_cases():
     scores = np.tile(np.linspace(-8.0, -4.0, 10), (3, 1))  # every seed scores the same on each task
@@ -311,7 +333,8 @@ def test_command_figures_and_readme_round_trip(tmp_path):
     summary = readme.read_text()  # online-proximal of select: mean(-7, -8, -9.5); offline: mean(-4, -5, -6.5)
     assert "| family | seeds | RL steps | select | csro | focal |" in summary
     assert "| cheetah-vel | 1 | 2,000 | – | – | – (-4.4) |" in summary  # focal ran only the offline protocol there
-    assert "| point-robot | 1-3 | 2,000 | **-8.2** (-5.2) | -9.0 (-9.0) | – |" in summary
+    # seeds: the line's most; csro's single seed against select's three is named in its cell
+    assert "| point-robot | 3 | 2,000 | **-8.2** (-5.2) | -9.0 (-9.0) [1 seed] | – |" in summary
     assert "### " not in (pages / "results" / "cheetah-vel.md").read_text()
     assert "| focal | 1 | 2,000 | -4.40 ± –" in (pages / "results" / "cheetah-vel.md").read_text()
     run_script(*args, "--check-readme", readme, pages)
